@@ -1,0 +1,165 @@
+"""Gaussian transition families with fixed variance.
+
+A family turns a network's output at (x_k, k) into the mean and standard deviation
+of the Gaussian step ``p(x_{k+1} | x_k)``. Networks are called as
+``net(x: [N, *event], t: [N], cond: [N, C] | None) -> [N, *event]`` where ``t`` is
+the family's time value of step k (``family.time(k)``).
+
+Exploration inflates the variance used for *sampling* only; trajectories are then
+scored under the un-inflated policy (off-policy RTB, DESIGN.md §1).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+
+import torch
+from torch import Tensor
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def gaussian_log_prob(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """Log density of N(mean, std^2 I) at x, summed over all but the first dim.
+
+    Args:
+        x, mean: [N, *event].
+        std: broadcastable to [N, *event].
+
+    Returns:
+        [N] log-probabilities.
+    """
+    z = (x - mean) / std
+    per_dim = -0.5 * z.square() - torch.log(std) - 0.5 * LOG_2PI
+    return per_dim.flatten(1).sum(1)
+
+
+def _per_row(values: Tensor, like: Tensor) -> Tensor:
+    """Reshape [N] values to [N, 1, ..., 1] so they broadcast against `like`."""
+    return values.view(-1, *([1] * (like.dim() - 1)))
+
+
+class GaussianFamily(ABC):
+    """A fixed-variance Gaussian transition family with `num_steps` steps."""
+
+    num_steps: int
+
+    @abstractmethod
+    def time(self, k: Tensor) -> Tensor:
+        """[N] network time input for integer step indices k ([N])."""
+
+    @abstractmethod
+    def start(self, batch_size: int, event_shape: tuple[int, ...], *,
+              generator: torch.Generator | None = None,
+              device: torch.device | str = "cpu") -> Tensor:
+        """[B, *event] initial states, shared by prior and posterior."""
+
+    @abstractmethod
+    def mean_std(self, net_out: Tensor, x: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean [N, *event] and std (broadcastable) of p(x_{k+1} | x_k = x) given net_out."""
+
+    @abstractmethod
+    def explore_std(self, std: Tensor, k: Tensor, explore: float) -> Tensor:
+        """The inflated std used to sample step k with exploration level `explore`."""
+
+    def log_prob(self, x_next: Tensor, net_out: Tensor, x: Tensor, k: Tensor) -> Tensor:
+        """[N] log p(x_next | x, step k) under the un-inflated policy."""
+        mean, std = self.mean_std(net_out, x, k)
+        return gaussian_log_prob(x_next, mean, std)
+
+
+class EulerMaruyama(GaussianFamily):
+    """Euler-Maruyama steps of dx = f(x, t) dt + sigma dW on t in [0, 1], from x = 0.
+
+    The paper's 2D process (PIS-style): ``x_{k+1} = x_k + f(x_k, t_k) dt + sigma sqrt(dt) eps``
+    with ``dt = 1/T`` and ``t_k = k dt``; the network outputs the drift f.
+    Exploration adds ``explore^2 dt`` to the per-step variance.
+
+    Args:
+        num_steps: T, the number of steps.
+        sigma2: diffusion coefficient sigma^2 (variance per unit time); 5.0 in the paper.
+    """
+
+    def __init__(self, num_steps: int = 100, sigma2: float = 5.0) -> None:
+        if num_steps < 1:
+            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+        if sigma2 <= 0:
+            raise ValueError(f"sigma2 must be > 0, got {sigma2}")
+        self.num_steps = num_steps
+        self.sigma2 = sigma2
+        self.dt = 1.0 / num_steps
+
+    def time(self, k: Tensor) -> Tensor:
+        return k.to(torch.get_default_dtype()) * self.dt
+
+    def start(self, batch_size, event_shape, *, generator=None, device="cpu"):
+        return torch.zeros(batch_size, *event_shape, device=device)
+
+    def mean_std(self, net_out, x, k):
+        std = torch.full((1,) * x.dim(), math.sqrt(self.sigma2 * self.dt), device=x.device)
+        return x + net_out * self.dt, std
+
+    def explore_std(self, std, k, explore):
+        return torch.sqrt(std.square() + explore**2 * self.dt)
+
+
+class DDPM(GaussianFamily):
+    """Strided DDPM ancestral steps with fixed variance, for image priors.
+
+    The network predicts the noise eps of the training-time state; step k goes from
+    training time ``tau[k]`` to ``tau[k+1]`` (descending; the last target is the clean
+    image). The mean is the DDPM posterior mean q(x_prev | x, x0_hat) and the std the
+    fixed posterior std (``beta_tilde``), as in DDIM with eta = 1.
+    Exploration multiplies the std by ``1 + explore``.
+
+    Args:
+        alphas_cumprod: [N_train] cumulative products of the training schedule.
+        num_steps: number of sampling steps T (strided through the training steps).
+        clip_x0: clamp the x0 estimate to [-clip_x0, clip_x0] (None: no clamp).
+    """
+
+    def __init__(self, alphas_cumprod: Tensor, num_steps: int = 100,
+                 clip_x0: float | None = 1.0) -> None:
+        n_train = alphas_cumprod.numel()
+        if not 1 <= num_steps <= n_train:
+            raise ValueError(f"num_steps must be in [1, {n_train}], got {num_steps}")
+        self.num_steps = num_steps
+        self.clip_x0 = clip_x0
+        # Descending training times: tau[0] = N_train - 1, ..., tau[T-1] >= 0.
+        self.train_times = torch.linspace(n_train - 1, 0, num_steps).round().long()
+        a_now = alphas_cumprod[self.train_times]
+        a_next = torch.cat([alphas_cumprod[self.train_times[1:]], torch.ones(1)])
+        self.abar_now = a_now.float()
+        self.abar_next = a_next.float()
+        self.beta_tilde = ((1 - a_next) / (1 - a_now) * (1 - a_now / a_next)).float()
+
+    @staticmethod
+    def linear_schedule(n_train: int = 1000, beta_start: float = 1e-4,
+                        beta_end: float = 0.02) -> Tensor:
+        """[n_train] alphas_cumprod of the linear beta schedule of Ho et al. (2020)."""
+        betas = torch.linspace(beta_start, beta_end, n_train, dtype=torch.float64)
+        return torch.cumprod(1 - betas, 0)
+
+    def time(self, k):
+        return self.train_times.to(k.device)[k].to(torch.get_default_dtype())
+
+    def start(self, batch_size, event_shape, *, generator=None, device="cpu"):
+        noise = torch.randn(batch_size, *event_shape, generator=generator)
+        return noise.to(device)
+
+    def mean_std(self, net_out, x, k):
+        a_now = _per_row(self.abar_now.to(x.device)[k], x)
+        a_next = _per_row(self.abar_next.to(x.device)[k], x)
+        x0 = (x - torch.sqrt(1 - a_now) * net_out) / torch.sqrt(a_now)
+        if self.clip_x0 is not None:
+            x0 = x0.clamp(-self.clip_x0, self.clip_x0)
+        alpha_step = a_now / a_next
+        coef_x0 = torch.sqrt(a_next) * (1 - alpha_step) / (1 - a_now)
+        coef_x = torch.sqrt(alpha_step) * (1 - a_next) / (1 - a_now)
+        # The last step lands on the clean image; keep a tiny floor so log-probs stay finite.
+        std = torch.sqrt(_per_row(self.beta_tilde.to(x.device)[k], x).clamp_min(1e-8))
+        return coef_x0 * x0 + coef_x * x, std
+
+    def explore_std(self, std, k, explore):
+        return std * (1 + explore)

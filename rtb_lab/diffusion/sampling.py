@@ -1,0 +1,87 @@
+"""Sampling whole trajectories and scoring them, step by step or batched.
+
+`sample_trajectories` is the unrolled loop a reader can follow. `step_log_probs`
+scores a detached trajectory in ONE batched network call over B x T states,
+which is the main speed lever of RTB (DESIGN.md §1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from rtb_lab.diffusion.gaussian import GaussianFamily
+from rtb_lab.diffusion.trajectory import Trajectory
+
+DriftNet = Callable[[Tensor, Tensor, Tensor | None], Tensor] | nn.Module
+
+
+@torch.no_grad()
+def sample_trajectories(net: DriftNet, family: GaussianFamily, batch_size: int,
+                        event_shape: tuple[int, ...], *, cond: Tensor | None = None,
+                        explore: float = 0.0, generator: torch.Generator | None = None,
+                        device: torch.device | str = "cpu") -> Trajectory:
+    """Sample B trajectories from the policy `net`, optionally with exploration noise.
+
+    Args:
+        net: the policy network, ``net(x [B, *event], t [B], cond) -> [B, *event]``.
+        family: the transition family (how net outputs become Gaussian steps).
+        batch_size: B.
+        event_shape: shape of one state, e.g. (2,) or (1, 28, 28).
+        cond: [B, C] condition passed to the network, or None.
+        explore: variance inflation used for sampling only (0 = on-policy).
+        generator: CPU generator for reproducible noise.
+        device: where the network lives.
+
+    Returns:
+        A detached Trajectory with states [B, T+1, *event].
+    """
+    x = family.start(batch_size, event_shape, generator=generator, device=device)
+    states = [x]
+    for k in range(family.num_steps):
+        steps = torch.full((batch_size,), k, dtype=torch.long, device=device)
+        mean, std = family.mean_std(net(x, family.time(steps), cond), x, steps)
+        if explore > 0:
+            std = family.explore_std(std, steps, explore)
+        noise = torch.randn(x.shape, generator=generator).to(device)
+        x = mean + std * noise
+        states.append(x)
+    return Trajectory(torch.stack(states, 1), cond=cond)
+
+
+def step_log_probs(net: DriftNet, family: GaussianFamily, traj: Trajectory,
+                   steps: range | None = None) -> Tensor:
+    """Per-step log-probs of a detached trajectory under `net`, in one batched call.
+
+    Args:
+        net: the policy to score under (gradients flow into it if enabled).
+        family: the transition family.
+        traj: trajectories with states [B, T+1, *event].
+        steps: which steps to score (a contiguous range; default all T).
+
+    Returns:
+        [B, len(steps)] log p(states[:, k+1] | states[:, k]) for k in steps.
+    """
+    steps = steps if steps is not None else range(traj.num_steps)
+    batch, n_steps = traj.batch_size, len(steps)
+    x_now = traj.states[:, steps.start:steps.stop].flatten(0, 1)  # [B*S, *event]
+    x_next = traj.states[:, steps.start + 1:steps.stop + 1].flatten(0, 1)
+    k = torch.arange(steps.start, steps.stop, device=x_now.device).repeat(batch)
+    cond = None if traj.cond is None else traj.cond.repeat_interleave(n_steps, 0)
+    net_out = net(x_now, family.time(k), cond)
+    return family.log_prob(x_next, net_out, x_now, k).view(batch, n_steps)
+
+
+def chunked_steps(num_steps: int, chunk_steps: int | None) -> list[range]:
+    """Split range(num_steps) into contiguous chunks of at most `chunk_steps` steps."""
+    size = num_steps if not chunk_steps else max(1, chunk_steps)
+    return [range(s, min(s + size, num_steps)) for s in range(0, num_steps, size)]
+
+
+def trajectory_log_prob(net: DriftNet, family: GaussianFamily, traj: Trajectory,
+                        chunk_steps: int | None = None) -> Tensor:
+    """[B] total log-probability of each trajectory, scoring `chunk_steps` steps per call."""
+    return sum(step_log_probs(net, family, traj, r).sum(1)
+               for r in chunked_steps(traj.num_steps, chunk_steps))

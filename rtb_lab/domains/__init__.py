@@ -1,0 +1,1 @@
+"""One module per domain: data, prior networks, rewards and a target registry."""

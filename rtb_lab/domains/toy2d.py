@@ -1,0 +1,339 @@
+"""The 2D toy domain: Gaussian-mixture priors, rewards, and the exact posterior.
+
+Everything is known here, so every run reports its gap to the truth:
+
+* `Toy2DTarget` pairs a mixture prior with a reward ``log_r(x: [B, 2]) -> [B]`` and
+  beta; `Toy2DTarget.truth()` integrates p(x) r(x)^beta on a grid for the normalised
+  posterior density, log Z = log E_p[r^beta] and the posterior weight of each mode.
+* `TARGETS` maps names to factories (the paper's "25to9" and two didactic rewards);
+  `get_target(name)` builds one; `custom_target` wraps any prior and reward.
+* The prior *network* is a time-embedded MLP trained to reproduce the mixture
+  through the paper's Euler-Maruyama process (T=100, sigma^2=5) by regressing its
+  endpoint prediction onto the closed-form E[X_1 | X_t] of the Brownian bridge
+  (see `GaussianMixture.bridge_endpoint`); `train_prior` does it, `load_prior`
+  loads the shipped, sha256-checked weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from rtb_lab.checkpoint import CheckpointError, load_weights, save_weights
+from rtb_lab.diffusion import EulerMaruyama
+from rtb_lab.domains.gmm import GaussianMixture, grid_mixture
+from rtb_lab.metrics import mass_in_modes, mode_weights, modes_covered, total_variation
+from rtb_lab.nets import DriftMLP, posterior_from_prior
+from rtb_lab.rtb import check_beta, check_log_reward, freeze
+from rtb_lab.train import RTBTrainer, TrainConfig
+
+NUM_STEPS, SIGMA2 = 100, 5.0
+PRIOR_ASSET = "toy2d_prior.safetensors"
+MANIFEST = "manifest.json"
+NINE_WEIGHTS = (4, 10, 4, 5, 10, 5, 4, 15, 4)
+
+
+def make_family() -> EulerMaruyama:
+    """The paper's 2D process: 100 Euler-Maruyama steps with sigma^2 = 5."""
+    return EulerMaruyama(NUM_STEPS, SIGMA2)
+
+
+class EndpointDrift(nn.Module):
+    """Drift ``(xhat_1(x, t) - x) / (1 - t)`` from a network that predicts the endpoint.
+
+    Predicting the endpoint (bounded, like a denoiser's x0) is far better conditioned
+    than predicting the drift, which grows like 1/(1 - t) near the end.
+    """
+
+    def __init__(self, net: DriftMLP) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+        return (self.net(x, t, cond) - x) / (1 - t)[:, None]
+
+    @property
+    def dim(self) -> int:
+        return self.net.dim
+
+
+# ---------------------------------------------------------------- targets and truth
+@dataclass
+class GridTruth:
+    """The exact posterior on a square grid.
+
+    Attributes:
+        axis: [G] grid coordinates (same for x and y).
+        density: [G, G] normalised posterior density, indexed [ix, iy].
+        log_z: log E_p[r^beta].
+        mode_weights: [K] posterior mass in each prior mode's Voronoi cell.
+        centers: [K, 2] mode centres (the prior's component means).
+    """
+
+    axis: Tensor
+    density: Tensor
+    log_z: float
+    mode_weights: Tensor
+    centers: Tensor
+
+    @property
+    def active_modes(self) -> Tensor:
+        """[M, 2] centres holding at least 0.1% of the posterior mass."""
+        return self.centers[self.mode_weights >= 1e-3]
+
+
+@dataclass
+class Toy2DTarget:
+    """A posterior p(x) r(x)^beta on R^2 with a Gaussian-mixture prior.
+
+    Attributes:
+        name: label for plots and reports.
+        prior: the prior mixture.
+        log_reward: ``log_r(x: [B, 2]) -> [B]``, finite.
+        beta: reward exponent (> 0).
+    """
+
+    name: str
+    prior: GaussianMixture
+    log_reward: Callable[[Tensor], Tensor]
+    beta: float = 1.0
+    _truth: dict[int, GridTruth] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        check_beta(self.beta)
+        if self.prior.dim != 2:
+            raise ValueError(f"toy2d priors must be 2D, got dimension {self.prior.dim}")
+
+    def checked_log_reward(self, x: Tensor) -> Tensor:
+        """log r(x) validated for shape [B] and finite values."""
+        if x.dim() != 2 or x.shape[1] != 2:
+            raise ValueError(f"toy2d samples must have shape [B, 2], got {tuple(x.shape)}")
+        return check_log_reward(self.log_reward(x), x.shape[0])
+
+    def with_beta(self, beta: float) -> Toy2DTarget:
+        """The same prior and reward at another beta."""
+        return Toy2DTarget(self.name, self.prior, self.log_reward, beta)
+
+    def truth(self, grid_size: int = 500) -> GridTruth:
+        """Integrate p(x) r(x)^beta on a grid_size^2 grid covering the prior (cached)."""
+        if grid_size not in self._truth:
+            self._truth[grid_size] = self._integrate(grid_size)
+        return self._truth[grid_size]
+
+    def _integrate(self, grid_size: int) -> GridTruth:
+        lo = float(self.prior.means.min() - 6 * self.prior.stds.max())
+        hi = float(self.prior.means.max() + 6 * self.prior.stds.max())
+        axis = torch.linspace(lo, hi, grid_size, dtype=torch.float64)
+        points = torch.cartesian_prod(axis, axis)  # [G*G, 2], row-major in (ix, iy)
+        cell = (axis[1] - axis[0]).item() ** 2
+        log_post = torch.cat([
+            self.prior.log_prob(chunk) + self.beta * self.checked_log_reward(chunk.float()).double()
+            for chunk in points.split(65536)])
+        log_z = float(torch.logsumexp(log_post, 0)) + math.log(cell)
+        mass = torch.exp(log_post - log_z) * cell  # [G*G], sums to ~1
+        owner = torch.cdist(points, self.prior.means).argmin(1)
+        weights = torch.zeros(self.prior.means.shape[0], dtype=torch.float64).index_add(
+            0, owner, mass)
+        return GridTruth(axis, (mass / cell).view(grid_size, grid_size), log_z,
+                         weights / weights.sum(), self.prior.means.clone())
+
+    def evaluate(self, x: Tensor, log_z: float | None = None) -> dict[str, float]:
+        """Compare samples x ([N, 2]) with the exact posterior.
+
+        Returns:
+            tv (mode-weight total variation), mass_in_modes (share of samples within 4
+            component stds of a mode holding >= 0.1% of the posterior), modes_covered
+            (active modes holding >= 1/4 of their true share), and, when `log_z` is
+            given, log_z, log_z_true and log_z_err.
+        """
+        truth = self.truth()
+        x = x.detach().cpu().double()
+        radius = 4 * float(self.prior.stds.max())
+        active = truth.active_modes
+        covered_share = 0.25 * float(truth.mode_weights[truth.mode_weights >= 1e-3].min())
+        metrics = {
+            "tv": total_variation(mode_weights(x, truth.centers), truth.mode_weights),
+            "mass_in_modes": mass_in_modes(x, active, radius),
+            "modes_covered": float(modes_covered(x, active, radius, covered_share)),
+            "modes_total": float(active.shape[0]),
+            "log_z_true": truth.log_z,
+        }
+        if log_z is not None:
+            metrics.update(log_z=float(log_z), log_z_err=abs(float(log_z) - truth.log_z))
+        return metrics
+
+
+def nine_mode_mixture(prior: GaussianMixture) -> GaussianMixture:
+    """The paper's posterior: the 9 modes on {-5, 0, 5}^2 with weights {4,10,4,5,10,5,4,15,4}/61."""
+    inner = (prior.means.abs() <= 5).all(1)
+    return GaussianMixture(prior.means[inner], prior.stds[inner], torch.tensor(NINE_WEIGHTS))
+
+
+def target_25to9(beta: float = 1.0) -> Toy2DTarget:
+    """The paper's toy: 25-mode prior, r = p_9 / p_25, so at beta = 1 the posterior is p_9."""
+    prior = grid_mixture()
+    nine = nine_mode_mixture(prior)
+    return Toy2DTarget("25to9", prior, lambda x: nine.log_prob(x) - prior.log_prob(x), beta)
+
+
+def target_right_half(beta: float = 1.0) -> Toy2DTarget:
+    """A smooth reward r = sigmoid(x_1): prefer the right half-plane, softly."""
+    return Toy2DTarget("right_half", grid_mixture(),
+                       lambda x: nn.functional.logsigmoid(x[:, 0]), beta)
+
+
+def target_ring(beta: float = 1.0) -> Toy2DTarget:
+    """r = exp(-(|x| - 7)^2 / 2): favours the modes near radius 7 (the inner diagonals)."""
+    return Toy2DTarget("ring", grid_mixture(),
+                       lambda x: -0.5 * (x.norm(dim=1) - 7.0).square(), beta)
+
+
+TARGETS: dict[str, Callable[[float], Toy2DTarget]] = {
+    "25to9": target_25to9,
+    "right_half": target_right_half,
+    "ring": target_ring,
+}
+
+
+def get_target(name: str, beta: float = 1.0) -> Toy2DTarget:
+    """Build a named target (see `TARGETS`)."""
+    if name not in TARGETS:
+        raise KeyError(f"unknown toy2d target {name!r}; choose one of {sorted(TARGETS)} "
+                       "or build your own with custom_target(prior, log_reward, beta)")
+    return TARGETS[name](beta)
+
+
+def custom_target(prior: GaussianMixture, log_reward: Callable[[Tensor], Tensor],
+                  beta: float = 1.0, name: str = "custom") -> Toy2DTarget:
+    """Any mixture prior with any reward ``log_r(x: [B, 2]) -> [B]`` and beta > 0."""
+    return Toy2DTarget(name, prior, log_reward, beta)
+
+
+# ------------------------------------------------------------------------ prior net
+def make_prior_net(hidden: int = 64, num_layers: int = 2, cond_dim: int = 0) -> EndpointDrift:
+    """The toy prior architecture (untrained): an endpoint-predicting DriftMLP."""
+    return EndpointDrift(DriftMLP(2, hidden, num_layers, cond_dim))
+
+
+def train_prior(prior: GaussianMixture | None = None, *, steps: int = 6000,
+                batch_size: int = 2048, lr: float = 3e-3, hidden: int = 64,
+                num_layers: int = 2, seed: int = 0, progress: bool = True) -> EndpointDrift:
+    """Fit a prior network whose Euler-Maruyama chain samples the mixture `prior`.
+
+    Regression of the endpoint prediction xhat_1(x_t, t) onto the exact E[X_1 | X_t = x_t]
+    at bridge states x_t = t X_1 + sqrt(sigma^2 t (1-t)) xi, on the T sampling times
+    (a Rao-Blackwellised bridge matching: the regression target has no noise).
+
+    Returns:
+        The trained, frozen network.
+    """
+    prior = prior or grid_mixture()
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = make_prior_net(hidden, num_layers)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    for _ in tqdm(range(steps), desc="prior", disable=not progress):
+        t = torch.randint(NUM_STEPS, (batch_size,), generator=generator).float() / NUM_STEPS
+        x_t = prior.bridge_marginal_sample(t, SIGMA2, generator)
+        target = prior.bridge_endpoint(x_t, t, SIGMA2)
+        loss = (model.net(x_t, t) - target).square().sum(1).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    return freeze(model)
+
+
+def assets_dir() -> Path:
+    """The package's shipped assets folder."""
+    return Path(str(resources.files("rtb_lab") / "assets"))
+
+
+def save_prior(model: EndpointDrift, path: str | Path, command: str) -> str:
+    """Save prior weights as safetensors (with architecture and provenance); return sha256."""
+    meta = {"arch": "EndpointDrift(DriftMLP)", **model.net.config(), "num_steps": NUM_STEPS,
+            "sigma2": SIGMA2, "command": command}
+    return save_weights(model, path, meta)
+
+
+def load_prior(path: str | Path | None = None, device: torch.device | str = "cpu"
+               ) -> EndpointDrift:
+    """Load a frozen toy prior: the shipped one (sha256-checked) or a file you trained.
+
+    Raises:
+        CheckpointError: if the file is missing, corrupt or not a toy2d prior.
+    """
+    sha256 = None
+    if path is None:
+        manifest = json.loads((assets_dir() / MANIFEST).read_text())
+        path, sha256 = assets_dir() / PRIOR_ASSET, manifest[PRIOR_ASSET]["sha256"]
+    tensors, meta = load_weights(path, sha256)
+    if meta.get("arch") != "EndpointDrift(DriftMLP)":
+        raise CheckpointError(f"{path} is not a toy2d prior (metadata arch={meta.get('arch')!r})")
+    model = make_prior_net(meta["hidden"], meta["num_layers"], meta["cond_dim"])
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as error:
+        raise CheckpointError(f"{path} does not match the toy2d prior architecture: {error}") \
+            from error
+    return freeze(model.to(device))
+
+
+# ----------------------------------------------------------------------- fine-tuning
+def resolve_target(target: Toy2DTarget | str, beta: float | None = None) -> Toy2DTarget:
+    """A target object from a name or an object, at `beta` when given."""
+    target = get_target(target) if isinstance(target, str) else target
+    return target if beta is None else target.with_beta(beta)
+
+
+def make_evaluator(target: Toy2DTarget, num_samples: int = 4000
+                   ) -> Callable[[RTBTrainer], dict[str, float]]:
+    """An evaluator for RTBTrainer: sample the posterior and compare with the truth."""
+
+    def evaluate(trainer: RTBTrainer) -> dict[str, float]:
+        generator = torch.Generator().manual_seed(10_007 + trainer.step)
+        x = trainer.sample(num_samples, generator=generator).x
+        return target.evaluate(x, float(trainer.log_z().detach()))
+
+    return evaluate
+
+
+def make_trainer(target: Toy2DTarget | str = "25to9", config: TrainConfig | None = None, *,
+                 prior: nn.Module | None = None, out_dir: str | Path | None = None,
+                 eval_samples: int = 4000) -> RTBTrainer:
+    """An RTBTrainer for a toy target, with the posterior starting at the prior.
+
+    Args:
+        target: a Toy2DTarget or a name in `TARGETS`.
+        config: training hyper-parameters (beta is taken from the target).
+        prior: the prior network (default: the shipped one, which models the 25-mode grid).
+        out_dir: where checkpoints are written.
+        eval_samples: samples per evaluation.
+    """
+    target = resolve_target(target)
+    config = replace(config or TrainConfig(), beta=target.beta)
+    prior = prior if prior is not None else load_prior()
+    return RTBTrainer(prior, posterior_from_prior(prior), make_family(),
+                      target.checked_log_reward, (2,), config,
+                      evaluator=make_evaluator(target, eval_samples), out_dir=out_dir)
+
+
+def finetune(target: Toy2DTarget | str = "25to9", config: TrainConfig | None = None, *,
+             prior: nn.Module | None = None, out_dir: str | Path | None = None,
+             progress: bool = True) -> RTBTrainer:
+    """Fine-tune the prior into the target's posterior with RTB; returns the trained trainer.
+
+    The final metrics are ``trainer.evaluations[-1]`` (tv, mass_in_modes, log_z_err, ...).
+    """
+    trainer = make_trainer(target, config, prior=prior, out_dir=out_dir)
+    trainer.train(progress=progress)
+    return trainer

@@ -1,0 +1,52 @@
+"""Quality metrics that compare samples with a known truth.
+
+Mode metrics assign each sample to its nearest mode centre (Voronoi cells), the
+same rule the grid truth uses, so sample weights and true weights are comparable.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def nearest_mode(x: Tensor, centers: Tensor) -> Tensor:
+    """[N] index of the nearest centre ([K, D]) for each sample ([N, D])."""
+    return torch.cdist(x.double(), centers.double()).argmin(1)
+
+
+def mode_weights(x: Tensor, centers: Tensor) -> Tensor:
+    """[K] fraction of samples whose nearest centre is each mode."""
+    counts = torch.bincount(nearest_mode(x, centers), minlength=centers.shape[0])
+    return counts.double() / x.shape[0]
+
+
+def total_variation(p: Tensor, q: Tensor) -> float:
+    """0.5 * sum |p - q| between two discrete distributions over the same cells."""
+    return 0.5 * float((p.double() - q.double()).abs().sum())
+
+
+def mass_in_modes(x: Tensor, centers: Tensor, radius: float) -> float:
+    """Fraction of samples within `radius` of one of `centers` ([K, D])."""
+    if centers.numel() == 0:
+        return 0.0
+    return float((torch.cdist(x.double(), centers.double()).min(1).values <= radius)
+                 .double().mean())
+
+
+def modes_covered(x: Tensor, centers: Tensor, radius: float, min_fraction: float) -> int:
+    """Number of centres holding at least `min_fraction` of samples within `radius`."""
+    close = torch.cdist(x.double(), centers.double()) <= radius  # [N, K]
+    return int((close.double().mean(0) >= min_fraction).sum())
+
+
+def mean_log_reward(log_reward: Tensor) -> float:
+    """E[log r] over samples."""
+    return float(log_reward.double().mean())
+
+
+def log_z_error(log_z: float, log_z_true: float) -> float:
+    """Absolute error of a log-partition estimate."""
+    return abs(log_z - log_z_true) if math.isfinite(log_z) else float("inf")

@@ -1,0 +1,409 @@
+"""The off-policy RTB trainer: sample (with exploration and replay), score, step.
+
+One iteration: draw trajectories from the posterior with inflated variance (and
+optionally from a replay buffer), score them under the current posterior and the
+frozen prior in batched passes, and take a gradient step on the RTB (or VarGrad)
+loss. Log Z has its own, larger learning rate. Training can be interrupted
+(KeyboardInterrupt) at any moment and resumed exactly.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from rtb_lab.checkpoint import load_checkpoint, save_checkpoint, trainable_state_dict
+from rtb_lab.diffusion import GaussianFamily, Trajectory, sample_trajectories, trajectory_log_prob
+from rtb_lab.replay import ReplayBuffer
+from rtb_lab.rtb import (
+    LogZ,
+    backward_through_trajectories,
+    check_beta,
+    check_frozen,
+    check_log_reward,
+    check_separate,
+    importance_log_z,
+    rtb_residual,
+    squared_loss,
+    vargrad_residual,
+)
+
+RewardFn = Callable[..., Tensor]
+Callback = Callable[["RTBTrainer", dict[str, float]], None]
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of RTB fine-tuning (defaults: the 2D toy at paper scale).
+
+    Attributes:
+        steps: total optimisation steps.
+        batch_size: trajectories per step (new + replayed).
+        lr: learning rate of the posterior network.
+        log_z_lr: learning rate of log Z (larger, as in the paper).
+        beta: reward exponent (ignored when the condition carries beta).
+        explore: exploration level at the start (variance inflation when sampling).
+        explore_hold: steps at full exploration before it starts to decay.
+        explore_end: step at which exploration has decayed linearly to 0.
+        replay_fraction: share of each batch drawn from the replay buffer.
+        replay_capacity: trajectories kept in the replay buffer.
+        loss: "rtb" (learned log Z) or "vargrad" (batch estimate per condition group).
+        loss_clip: c in mean(relu(delta^2 - c)); 0 disables it.
+        chunk_steps: score this many steps per network call with exact chunked
+            gradients (bounded memory); None scores all T steps in one pass.
+        grad_clip: max gradient norm of the posterior network (None: no clipping).
+        log_z_init: "importance" (log mean r^beta over prior samples) or a number.
+        log_z_init_samples: prior samples for that estimate.
+        cond_groups: distinct conditions per batch (conditional posteriors).
+        eval_every: run the evaluator every this many steps (0: only at the end).
+        checkpoint_every: save a checkpoint every this many steps (0: at the end and
+            on interrupt only; needs an output directory).
+        seed: seed of the trainer's random generator.
+    """
+
+    steps: int = 1000
+    batch_size: int = 500
+    lr: float = 3e-3
+    log_z_lr: float = 0.1
+    beta: float = 1.0
+    explore: float = 0.5
+    explore_hold: int = 100
+    explore_end: int = 800
+    replay_fraction: float = 0.0
+    replay_capacity: int = 20_000
+    loss: Literal["rtb", "vargrad"] = "rtb"
+    loss_clip: float = 0.0
+    chunk_steps: int | None = None
+    grad_clip: float | None = None
+    log_z_init: Literal["importance"] | float = "importance"
+    log_z_init_samples: int = 2000
+    cond_groups: int = 1
+    eval_every: int = 100
+    checkpoint_every: int = 0
+    seed: int = 0
+
+    def fast(self) -> TrainConfig:
+        """A short schedule for CI and quick demos (same recipe, fewer and smaller steps)."""
+        return replace(self, steps=400, batch_size=256, explore_hold=50, explore_end=300,
+                       eval_every=100)
+
+    def explore_at(self, step: int) -> float:
+        """Exploration level at `step`: held, then linearly decayed to 0 at explore_end."""
+        if step < self.explore_hold:
+            return self.explore
+        span = max(1, self.explore_end - self.explore_hold)
+        return self.explore * max(0.0, 1.0 - (step - self.explore_hold) / span)
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first invalid field."""
+        check_beta(self.beta)
+        positive = {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr,
+                    "log_z_lr": self.log_z_lr, "cond_groups": self.cond_groups}
+        for name, value in positive.items():
+            if value <= 0:
+                raise ValueError(f"TrainConfig.{name} must be > 0, got {value}")
+        if not 0 <= self.replay_fraction < 1:
+            raise ValueError(f"replay_fraction must be in [0, 1), got {self.replay_fraction}")
+        if self.loss not in ("rtb", "vargrad"):
+            raise ValueError(f"loss must be 'rtb' or 'vargrad', got {self.loss!r}")
+        if self.batch_size % self.cond_groups:
+            raise ValueError(f"batch_size {self.batch_size} must be a multiple of "
+                             f"cond_groups {self.cond_groups}")
+        if self.explore < 0:
+            raise ValueError(f"explore must be >= 0, got {self.explore}")
+
+
+@contextmanager
+def _deferred_interrupt() -> Iterator[None]:
+    """Hold a Ctrl-C / kernel interrupt until the block ends, so updates are atomic."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
+class RTBTrainer:
+    """Fine-tune `posterior` so that its samples follow prior(x) * r(x)^beta.
+
+    Args:
+        prior: the frozen prior policy (no parameter may require grad).
+        posterior: the trainable policy, starting at the prior (a copy, an adapter...).
+        family: the Gaussian transition family shared by both.
+        log_reward: ``log_reward(x [B, *event]) -> [B]``, or ``log_reward(x, cond)``
+            when a `cond_sampler` is given.
+        event_shape: shape of one sample, e.g. (2,).
+        config: hyper-parameters.
+        cond_sampler: ``cond_sampler(n, generator) -> [n, C]`` draws conditions for a
+            conditional (amortised) posterior; None for a single posterior.
+        beta_of_cond: ``beta_of_cond(cond [B, C]) -> [B]`` when beta is part of the condition.
+        evaluator: ``evaluator(trainer) -> dict`` of metrics, run every eval_every steps.
+        out_dir: where checkpoints go (None: no files are written).
+    """
+
+    def __init__(self, prior: nn.Module, posterior: nn.Module, family: GaussianFamily,
+                 log_reward: RewardFn, event_shape: tuple[int, ...],
+                 config: TrainConfig | None = None, *,
+                 cond_sampler: Callable[[int, torch.Generator], Tensor] | None = None,
+                 beta_of_cond: Callable[[Tensor], Tensor] | None = None,
+                 evaluator: Callable[[RTBTrainer], dict[str, float]] | None = None,
+                 out_dir: str | Path | None = None) -> None:
+        self.config = config or TrainConfig()
+        self.config.validate()
+        check_frozen(prior)
+        check_separate(prior, posterior)
+        self.prior, self.posterior, self.family = prior, posterior, family
+        self.log_reward_fn, self.event_shape = log_reward, tuple(event_shape)
+        self.cond_sampler, self.beta_of_cond, self.evaluator = cond_sampler, beta_of_cond, evaluator
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.device = next(posterior.parameters()).device
+        self.generator = torch.Generator().manual_seed(self.config.seed)
+        cond_dim = 0 if cond_sampler is None else cond_sampler(1, self.generator).shape[1]
+        self.log_z = LogZ(0.0, cond_dim if self.config.loss == "rtb" else 0).to(self.device)
+        params = [p for p in posterior.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("the posterior has no trainable parameters")
+        self.optimizer = torch.optim.Adam(params, lr=self.config.lr)
+        self.log_z_optimizer = torch.optim.Adam(self.log_z.parameters(), lr=self.config.log_z_lr)
+        self.replay = ReplayBuffer(self.config.replay_capacity)
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+        self.evaluations: list[dict[str, float]] = []
+        self.interrupted = False
+        self.seconds = 0.0
+        self.log_z_true: float | None = None
+        if self.config.log_z_init == "importance":
+            self.log_z.reset(self.estimate_log_z_from_prior())
+        else:
+            self.log_z.reset(float(self.config.log_z_init))
+        self.generator.manual_seed(self.config.seed + 1)
+
+    # ----------------------------------------------------------------- sampling
+    def sample_conditions(self, batch_size: int) -> Tensor | None:
+        """[B, C] conditions: `cond_groups` distinct draws, each repeated; None if unconditional."""
+        if self.cond_sampler is None:
+            return None
+        groups = self.config.cond_groups
+        cond = self.cond_sampler(groups, self.generator).to(self.device)
+        return cond.repeat_interleave(-(-batch_size // groups), 0)[:batch_size]
+
+    def log_reward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        """Validated [B] log r(x) (or log r(x | cond))."""
+        with torch.no_grad():
+            value = self.log_reward_fn(x) if cond is None else self.log_reward_fn(x, cond)
+        return check_log_reward(value, x.shape[0])
+
+    def beta(self, cond: Tensor | None) -> float | Tensor:
+        """The reward exponent: config.beta, or beta_of_cond(cond) [B]."""
+        if self.beta_of_cond is None or cond is None:
+            return self.config.beta
+        beta = self.beta_of_cond(cond)
+        check_beta(beta)
+        return beta
+
+    def sample(self, batch_size: int, *, cond: Tensor | None = None, explore: float = 0.0,
+               use_prior: bool = False, generator: torch.Generator | None = None) -> Trajectory:
+        """Sample trajectories from the posterior (or the prior), with log r attached.
+
+        Uses the trainer's generator unless `generator` is given (evaluations pass their
+        own so that they never shift the training noise).
+        """
+        net = self.prior if use_prior else self.posterior
+        traj = sample_trajectories(net, self.family, batch_size, self.event_shape, cond=cond,
+                                   explore=explore, generator=generator or self.generator,
+                                   device=self.device)
+        return traj.with_log_reward(self.log_reward(traj.x, cond))
+
+    def estimate_log_z_from_prior(self, num_samples: int | None = None,
+                                  cond: Tensor | None = None) -> float:
+        """Importance estimate log mean r^beta over prior samples (the starting log Z)."""
+        n = num_samples or self.config.log_z_init_samples
+        if cond is None and self.cond_sampler is not None:
+            cond = self.cond_sampler(1, self.generator).to(self.device).expand(n, -1)
+        traj = self.sample(n, cond=cond, use_prior=True)
+        beta = self.beta(cond)
+        return float(importance_log_z(traj.log_reward, beta if isinstance(beta, float)
+                                      else beta[0]))
+
+    def collect(self) -> Trajectory:
+        """A training batch: fresh exploratory trajectories plus replayed ones."""
+        cfg = self.config
+        n_replay = int(cfg.replay_fraction * cfg.batch_size) if len(self.replay) else 0
+        n_new = cfg.batch_size - n_replay
+        cond = self.sample_conditions(n_new)
+        fresh = self.sample(n_new, cond=cond, explore=cfg.explore_at(self.step))
+        if n_replay == 0:
+            return fresh
+        return Trajectory.cat([fresh, self.replay.sample(n_replay, self.generator)
+                               .to(self.device)])
+
+    # ------------------------------------------------------------------ training
+    def loss_fn(self, traj: Trajectory) -> tuple[Callable[[Tensor], Tensor], dict[str, Any]]:
+        """The loss as a function of log q(tau) [B], plus what it used (for logging)."""
+        with torch.no_grad():
+            log_pf_prior = trajectory_log_prob(self.prior, self.family, traj,
+                                               self.config.chunk_steps)
+        beta = self.beta(traj.cond)
+        groups = None if traj.cond is None else torch.unique(traj.cond, dim=0,
+                                                             return_inverse=True)[1]
+        info: dict[str, Any] = {}
+
+        def loss_of_log_pf(log_pf_post: Tensor) -> Tensor:
+            if self.config.loss == "vargrad":
+                residual = vargrad_residual(log_pf_post, log_pf_prior, traj.log_reward, beta,
+                                            groups)
+                info["log_z"] = float((residual - (log_pf_post - log_pf_prior
+                                                   - beta * traj.log_reward)).mean())
+            else:
+                log_z = self.log_z(traj.cond)
+                residual = rtb_residual(log_pf_post, log_pf_prior, traj.log_reward, log_z, beta)
+                info["log_z"] = float(log_z.detach().mean())
+            info["residual_abs"] = float(residual.detach().abs().mean())
+            return squared_loss(residual, self.config.loss_clip)
+
+        return loss_of_log_pf, info
+
+    def train_step(self) -> dict[str, float]:
+        """One optimisation step; atomic with respect to KeyboardInterrupt."""
+        started = time.perf_counter()
+        rng_state = self.generator.get_state()
+        try:
+            traj = self.collect()
+            loss_of_log_pf, info = self.loss_fn(traj)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.log_z_optimizer.zero_grad(set_to_none=True)
+            loss = backward_through_trajectories(loss_of_log_pf, self.posterior, self.family,
+                                                 traj, self.config.chunk_steps)
+            if self.config.grad_clip is not None:
+                nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"],
+                                         self.config.grad_clip)
+        except KeyboardInterrupt:
+            # Nothing was committed: rewind the noise so a resumed run is identical.
+            self.generator.set_state(rng_state)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.log_z_optimizer.zero_grad(set_to_none=True)
+            raise
+        with _deferred_interrupt():
+            self.optimizer.step()
+            self.log_z_optimizer.step()
+            if self.config.replay_fraction > 0:
+                self.replay.add(traj[: traj.batch_size - int(self.config.replay_fraction
+                                                             * self.config.batch_size)])
+            self.seconds += time.perf_counter() - started
+            record = {"step": self.step, "loss": float(loss), "log_z": info["log_z"],
+                      "residual_abs": info["residual_abs"],
+                      "explore": self.config.explore_at(self.step),
+                      "mean_log_reward": float(traj.log_reward.mean()),
+                      "seconds": self.seconds}
+            self.history.append(record)
+            self.step += 1
+        return record
+
+    def evaluate(self) -> dict[str, float]:
+        """Run the evaluator now and record its metrics (with step and log Z)."""
+        metrics = {"step": self.step, "seconds": self.seconds,
+                   "log_z": float(self.log_z().detach()) if self.log_z.cond_dim == 0
+                   else float("nan")}
+        if self.evaluator is not None:
+            metrics.update(self.evaluator(self))
+        self.evaluations.append(metrics)
+        return metrics
+
+    def train(self, steps: int | None = None, *, callbacks: list[Callback] | None = None,
+              eval_callbacks: list[Callback] | None = None,
+              progress: bool = True) -> list[dict[str, float]]:
+        """Train for `steps` more steps (default: up to config.steps in total).
+
+        Callbacks are called as ``cb(trainer, record)`` after every step and
+        ``cb(trainer, metrics)`` after every evaluation. A KeyboardInterrupt stops
+        training cleanly: the trainer stays consistent, a checkpoint is written when
+        `out_dir` is set, and calling `train()` again continues where it stopped.
+
+        Returns:
+            The per-step history (a list of dicts).
+        """
+        end = self.step + steps if steps is not None else self.config.steps
+        self.interrupted = False
+        bar = tqdm(total=max(0, end - self.step), disable=not progress, desc="RTB",
+                   leave=False)
+        try:
+            while self.step < end:
+                record = self.train_step()
+                bar.update(1)
+                bar.set_postfix(loss=f"{record['loss']:.3g}", log_z=f"{record['log_z']:.3f}")
+                for callback in callbacks or []:
+                    callback(self, record)
+                every = self.config.eval_every
+                if (every and self.step % every == 0) or self.step == end:
+                    metrics = self.evaluate()
+                    for callback in eval_callbacks or []:
+                        callback(self, metrics)
+                if self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
+                    self.save_if_out_dir()
+        except KeyboardInterrupt:
+            self.interrupted = True
+            saved = self.save_if_out_dir()
+            where = f"; checkpoint saved to {saved}" if saved else ""
+            print(f"Training interrupted at step {self.step}: the trainer is consistent{where}. "
+                  "Call train() again to continue.")
+        finally:
+            bar.close()
+        if not self.interrupted:
+            self.save_if_out_dir()
+        return self.history
+
+    # --------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly (the prior's weights excluded)."""
+        return {"format": "rtb-lab-trainer/1", "step": self.step, "seconds": self.seconds,
+                "config": asdict(self.config),
+                "posterior": trainable_state_dict(self.posterior, self.prior),
+                "log_z": self.log_z.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "log_z_optimizer": self.log_z_optimizer.state_dict(),
+                "generator": self.generator.get_state(), "replay": self.replay.state_dict(),
+                "history": self.history, "evaluations": self.evaluations}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from `state_dict()` output."""
+        missing, unexpected = self.posterior.load_state_dict(state["posterior"], strict=False)
+        prior_keys = set(trainable_state_dict(self.posterior, self.prior, keep_prior=True)) - \
+            set(trainable_state_dict(self.posterior, self.prior))
+        if unexpected or set(missing) - prior_keys:
+            raise ValueError(f"checkpoint does not match this posterior: missing {missing[:3]}, "
+                             f"unexpected {unexpected[:3]}")
+        self.log_z.load_state_dict(state["log_z"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.log_z_optimizer.load_state_dict(state["log_z_optimizer"])
+        self.generator.set_state(state["generator"])
+        self.replay.load_state_dict(state["replay"])
+        self.step, self.seconds = state["step"], state["seconds"]
+        self.history, self.evaluations = list(state["history"]), list(state["evaluations"])
+
+    def save(self, path: str | Path) -> Path:
+        """Write a resumable checkpoint to `path` and return it."""
+        return save_checkpoint(self.state_dict(), path)
+
+    def save_if_out_dir(self) -> Path | None:
+        """Save to out_dir/checkpoint.pt when an output directory was given."""
+        return None if self.out_dir is None else self.save(self.out_dir / "checkpoint.pt")
+
+    def resume(self, path: str | Path) -> RTBTrainer:
+        """Load a checkpoint written by `save` and return self (continue with `train()`)."""
+        self.load_state_dict(load_checkpoint(path, expected_format="rtb-lab-trainer/1"))
+        return self

@@ -1,0 +1,81 @@
+"""Transition families: log-probs against torch.distributions, shapes, exploration."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.distributions import Normal
+
+from rtb_lab.diffusion import (
+    DDPM,
+    EulerMaruyama,
+    Trajectory,
+    gaussian_log_prob,
+    sample_trajectories,
+    step_log_probs,
+    trajectory_log_prob,
+)
+
+
+def test_gaussian_log_prob_equals_torch_normal():
+    g = torch.Generator().manual_seed(0)
+    x, mean = torch.randn(7, 3, 4, generator=g), torch.randn(7, 3, 4, generator=g)
+    std = torch.rand(7, 3, 4, generator=g) + 0.1
+    expected = Normal(mean, std).log_prob(x).flatten(1).sum(1)
+    torch.testing.assert_close(gaussian_log_prob(x, mean, std), expected)
+
+
+def test_euler_maruyama_mean_and_std_by_hand():
+    fam = EulerMaruyama(num_steps=4, sigma2=5.0)
+    x, drift = torch.tensor([[1.0, -2.0]]), torch.tensor([[4.0, 8.0]])
+    mean, std = fam.mean_std(drift, x, torch.tensor([0]))
+    torch.testing.assert_close(mean, torch.tensor([[2.0, 0.0]]))  # x + f * 0.25
+    assert float(std.flatten()[0]) == pytest.approx(math.sqrt(5.0 * 0.25))
+    # Exploration adds explore^2 dt to the variance.
+    inflated = fam.explore_std(std, torch.tensor([0]), 0.5)
+    assert float(inflated.flatten()[0]) == pytest.approx(math.sqrt(5 * 0.25 + 0.25 * 0.25))
+
+
+def test_sampling_matches_the_scoring_distribution(tiny_prior):
+    """Empirical step increments have the mean and variance the log-prob assumes."""
+    fam = EulerMaruyama(num_steps=2, sigma2=5.0)
+    traj = sample_trajectories(tiny_prior, fam, 20000, (2,),
+                               generator=torch.Generator().manual_seed(3))
+    first = traj.states[:, 1]  # one step from x = 0
+    drift = tiny_prior(torch.zeros(1, 2), torch.zeros(1)).detach()
+    torch.testing.assert_close(first.mean(0), (drift * fam.dt)[0], atol=0.03, rtol=0)
+    assert float(first.var(0).mean()) == pytest.approx(5.0 * fam.dt, rel=0.03)
+
+
+def test_batched_step_log_probs_equal_sequential(tiny_prior, family, traj):
+    sequential = torch.stack([
+        family.log_prob(traj.states[:, k + 1], tiny_prior(traj.states[:, k],
+                        family.time(torch.full((6,), k)), None), traj.states[:, k],
+                        torch.full((6,), k))
+        for k in range(family.num_steps)], 1)
+    torch.testing.assert_close(step_log_probs(tiny_prior, family, traj), sequential)
+    torch.testing.assert_close(trajectory_log_prob(tiny_prior, family, traj, chunk_steps=3),
+                               sequential.sum(1))
+
+
+def test_ddpm_family_recovers_clean_image_with_oracle_noise():
+    """With the true noise as the network output, the mean of the last step is x0."""
+    fam = DDPM(DDPM.linear_schedule(1000), num_steps=10, clip_x0=None)
+    x0 = torch.rand(3, 1, 4, 4) * 2 - 1
+    k = torch.full((3,), fam.num_steps - 1)
+    abar = fam.abar_now[k].view(-1, 1, 1, 1)
+    eps = torch.randn_like(x0)
+    x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * eps
+    mean, std = fam.mean_std(eps, x_t, k)
+    torch.testing.assert_close(mean, x0, atol=1e-5, rtol=0)
+    assert float(std.max()) < 1e-3
+    assert fam.train_times[0] == 999 and fam.train_times[-1] == 0
+
+
+def test_trajectory_rejects_bad_shapes():
+    with pytest.raises(ValueError, match=r"\[B, T\+1, \*event\]"):
+        Trajectory(torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="cond has 3 rows"):
+        Trajectory(torch.zeros(4, 3, 2), cond=torch.zeros(3, 1))

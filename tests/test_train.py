@@ -1,0 +1,153 @@
+"""The trainer: interrupts, resume, determinism, replay, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rtb_lab.checkpoint import CheckpointError
+from rtb_lab.diffusion import EulerMaruyama
+from rtb_lab.nets import DriftMLP, ResidualPosterior, posterior_from_prior
+from rtb_lab.train import RTBTrainer, TrainConfig
+
+CONFIG = TrainConfig(steps=6, batch_size=16, explore_hold=2, explore_end=5, eval_every=3,
+                     log_z_init_samples=64, replay_fraction=0.25, seed=3)
+
+
+def quadratic_log_reward(x: torch.Tensor) -> torch.Tensor:
+    return -0.5 * (x - 1.0).square().sum(1)
+
+
+def make(tiny_prior, config=CONFIG, out_dir=None, **kwargs) -> RTBTrainer:
+    torch.manual_seed(5)
+    return RTBTrainer(tiny_prior, posterior_from_prior(tiny_prior), EulerMaruyama(8),
+                      quadratic_log_reward, (2,), config, out_dir=out_dir, **kwargs)
+
+
+def params(trainer: RTBTrainer) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in trainer.posterior.parameters()] + \
+        [trainer.log_z.value.detach().clone()]
+
+
+def test_training_reduces_the_loss_and_moves_toward_reward(tiny_prior):
+    config = TrainConfig(steps=60, batch_size=64, lr=1e-2, explore=0.0, eval_every=0,
+                         log_z_init_samples=256)
+    trainer = make(tiny_prior, config)
+    trainer.train(progress=False)
+    losses = [h["loss"] for h in trainer.history]
+    assert sum(losses[-10:]) / 10 < 0.5 * sum(losses[:10]) / 10
+    assert trainer.history[-1]["mean_log_reward"] > trainer.history[0]["mean_log_reward"]
+
+
+def test_log_z_starts_at_the_importance_estimate(tiny_prior):
+    trainer = make(tiny_prior)
+    assert float(trainer.log_z().detach()) < 0  # E_p[r] < 1 for r = exp(-|x-1|^2/2)
+    fixed = make(tiny_prior, TrainConfig(**{**CONFIG.__dict__, "log_z_init": 1.5}))
+    assert float(fixed.log_z().detach()) == pytest.approx(1.5)
+
+
+def test_same_seed_gives_identical_runs(tiny_prior):
+    a, b = make(tiny_prior), make(tiny_prior)
+    a.train(progress=False)
+    b.train(progress=False)
+    without_time = lambda h: {k: v for k, v in h.items() if k != "seconds"}  # noqa: E731
+    assert [without_time(h) for h in a.history] == [without_time(h) for h in b.history]
+    assert [without_time(m) for m in a.evaluations] == [without_time(m) for m in b.evaluations]
+    for pa, pb in zip(params(a), params(b), strict=True):
+        torch.testing.assert_close(pa, pb, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("where", ["callback", "reward"])
+def test_interrupt_then_resume_equals_uninterrupted_run(tiny_prior, tmp_path, where):
+    reference = make(tiny_prior)
+    reference.train(progress=False)
+
+    calls = {"n": 0}
+
+    def reward_that_interrupts(x):
+        calls["n"] += 1
+        if calls["n"] == 5:  # inside a step, before anything is committed
+            raise KeyboardInterrupt
+        return quadratic_log_reward(x)
+
+    def stop_after_step_3(trainer, record):
+        if trainer.step == 3:
+            raise KeyboardInterrupt
+
+    if where == "reward":
+        first = make(tiny_prior, out_dir=tmp_path)
+        first.log_reward_fn = reward_that_interrupts
+        first.train(progress=False)
+    else:
+        first = make(tiny_prior, out_dir=tmp_path)
+        first.train(progress=False, callbacks=[stop_after_step_3])
+    assert first.interrupted
+    stopped_at = first.step
+    assert 0 < stopped_at < CONFIG.steps
+    assert len(first.history) == stopped_at  # no half-recorded step
+    assert (tmp_path / "checkpoint.pt").is_file()
+
+    resumed = make(tiny_prior).resume(tmp_path / "checkpoint.pt")
+    assert resumed.step == stopped_at
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert resumed.optimizer.state_dict()["state"][0]["step"] == \
+        saved["optimizer"]["state"][0]["step"]
+    torch.testing.assert_close(resumed.optimizer.state_dict()["state"][0]["exp_avg"],
+                               first.optimizer.state_dict()["state"][0]["exp_avg"])
+    resumed.train(progress=False)
+    assert resumed.step == CONFIG.steps
+    for p_ref, p_res in zip(params(reference), params(resumed), strict=True):
+        torch.testing.assert_close(p_res, p_ref, rtol=0, atol=1e-6)
+
+
+def test_missing_and_corrupt_checkpoints_are_refused(tiny_prior, tmp_path):
+    trainer = make(tiny_prior)
+    with pytest.raises(CheckpointError, match="not found"):
+        trainer.resume(tmp_path / "nope.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        trainer.resume(bad)
+    torch.save({"format": "something-else"}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not an rtb-lab-trainer/1 checkpoint"):
+        trainer.resume(tmp_path / "other.pt")
+
+
+def test_trainer_refuses_bad_setups(tiny_prior):
+    with pytest.raises(ValueError, match="beta must be a finite number > 0"):
+        make(tiny_prior, TrainConfig(beta=0.0))
+    with pytest.raises(ValueError, match="must be frozen"):
+        unfrozen = DriftMLP(hidden=8)
+        RTBTrainer(unfrozen, posterior_from_prior(unfrozen), EulerMaruyama(8),
+                   quadratic_log_reward, (2,), CONFIG)
+    with pytest.raises(ValueError, match="same device"):
+        RTBTrainer(tiny_prior, posterior_from_prior(tiny_prior).to("meta"), EulerMaruyama(8),
+                   quadratic_log_reward, (2,), CONFIG)
+    with pytest.raises(ValueError, match="non-finite"):
+        RTBTrainer(tiny_prior, posterior_from_prior(tiny_prior), EulerMaruyama(8),
+                   lambda x: torch.full((x.shape[0],), float("nan")), (2,), CONFIG)
+    with pytest.raises(ValueError, match=r"shape \[B\]"):
+        RTBTrainer(tiny_prior, posterior_from_prior(tiny_prior), EulerMaruyama(8),
+                   lambda x: x, (2,), CONFIG)
+
+
+def test_replay_buffer_is_used_and_checkpointed(tiny_prior, tmp_path):
+    trainer = make(tiny_prior, out_dir=tmp_path)
+    trainer.train(progress=False)
+    fresh_per_step = CONFIG.batch_size - int(CONFIG.replay_fraction * CONFIG.batch_size)
+    assert len(trainer.replay) == CONFIG.steps * fresh_per_step
+    resumed = make(tiny_prior).resume(tmp_path / "checkpoint.pt")
+    torch.testing.assert_close(resumed.replay.data.states, trainer.replay.data.states)
+
+
+def test_conditional_posterior_with_vargrad_groups(tiny_prior):
+    """A posterior conditioned on beta: VarGrad per condition group, beta read from cond."""
+    config = TrainConfig(steps=3, batch_size=16, cond_groups=4, loss="vargrad", eval_every=0,
+                         log_z_init_samples=32)
+    trainer = RTBTrainer(tiny_prior, ResidualPosterior(tiny_prior, cond_dim=1, hidden=8),
+                         EulerMaruyama(8), lambda x, c: quadratic_log_reward(x), (2,), config,
+                         cond_sampler=lambda n, g: torch.rand(n, 1, generator=g) + 0.5,
+                         beta_of_cond=lambda c: c[:, 0])
+    trainer.train(progress=False)
+    assert trainer.step == 3
+    assert len(trainer.history) == 3
