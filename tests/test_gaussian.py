@@ -33,9 +33,9 @@ def test_euler_maruyama_mean_and_std_by_hand():
     mean, std = fam.mean_std(drift, x, torch.tensor([0]))
     torch.testing.assert_close(mean, torch.tensor([[2.0, 0.0]]))  # x + f * 0.25
     assert float(std.flatten()[0]) == pytest.approx(math.sqrt(5.0 * 0.25))
-    # Exploration adds explore^2 dt to the variance.
+    # Exploration adds explore^2 to the per-step variance.
     inflated = fam.explore_std(std, torch.tensor([0]), 0.5)
-    assert float(inflated.flatten()[0]) == pytest.approx(math.sqrt(5 * 0.25 + 0.25 * 0.25))
+    assert float(inflated.flatten()[0]) == pytest.approx(math.sqrt(5 * 0.25 + 0.25))
 
 
 def test_sampling_matches_the_scoring_distribution(tiny_prior):

@@ -74,7 +74,9 @@ class EulerMaruyama(GaussianFamily):
 
     The paper's 2D process (PIS-style): ``x_{k+1} = x_k + f(x_k, t_k) dt + sigma sqrt(dt) eps``
     with ``dt = 1/T`` and ``t_k = k dt``; the network outputs the drift f.
-    Exploration adds ``explore^2 dt`` to the per-step variance.
+    Exploration adds ``explore^2`` to the per-step variance (``explore`` is a per-step
+    std, as in the official code, so 0.5 is a large perturbation next to
+    ``sigma sqrt(dt)`` = 0.22).
 
     Args:
         num_steps: T, the number of steps.
@@ -101,7 +103,7 @@ class EulerMaruyama(GaussianFamily):
         return x + net_out * self.dt, std
 
     def explore_std(self, std, k, explore):
-        return torch.sqrt(std.square() + explore**2 * self.dt)
+        return torch.sqrt(std.square() + explore**2)
 
 
 class DDPM(GaussianFamily):

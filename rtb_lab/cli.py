@@ -1,0 +1,101 @@
+"""The `rtb-lab` command line: train priors and fine-tune posteriors.
+
+    rtb-lab train-prior toy2d [--steps N] [--out FILE]
+    rtb-lab finetune toy2d [--target NAME] [--beta B] [--steps N] [--seed S] [--fast] [--out DIR]
+
+`finetune` prints progress, then one JSON object of final metrics as its last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from rtb_lab.config import is_fast
+from rtb_lab.domains import toy2d
+from rtb_lab.train import TrainConfig
+
+DOMAINS = ("toy2d",)
+
+
+def _train_prior(args: argparse.Namespace) -> dict:
+    started = time.perf_counter()
+    model = toy2d.train_prior(steps=args.steps, hidden=args.hidden, seed=args.seed)
+    command = f"rtb-lab train-prior toy2d --steps {args.steps} --hidden {args.hidden} " \
+              f"--seed {args.seed}"
+    sha256 = toy2d.save_prior(model, args.out, command)
+    if args.update_manifest:
+        manifest_path = toy2d.assets_dir() / toy2d.MANIFEST
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+        manifest[Path(args.out).name] = {"sha256": sha256, "command": command,
+                                         "description": "toy2d prior: 25-mode grid mixture"}
+        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return {"out": str(args.out), "sha256": sha256,
+            "seconds": round(time.perf_counter() - started, 2)}
+
+
+def _finetune(args: argparse.Namespace) -> dict:
+    config = TrainConfig(seed=args.seed)
+    if args.fast or is_fast():
+        config = config.fast()
+    if args.steps is not None:
+        config = replace(config, steps=args.steps,
+                         explore_end=min(config.explore_end, args.steps),
+                         explore_hold=min(config.explore_hold, args.steps))
+    target = toy2d.resolve_target(args.target, args.beta)
+    prior = toy2d.load_prior(args.prior) if args.prior else None
+    trainer = toy2d.finetune(target, config, prior=prior, out_dir=args.out,
+                             progress=not args.quiet)
+    metrics = dict(trainer.evaluations[-1])
+    metrics.update(target=target.name, beta=target.beta, steps=trainer.step,
+                   seconds=round(trainer.seconds, 2))
+    return metrics
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    parser = argparse.ArgumentParser(prog="rtb-lab", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    prior = sub.add_parser("train-prior", help="train a prior network and save it")
+    prior.add_argument("domain", choices=DOMAINS)
+    prior.add_argument("--steps", type=int, default=6000)
+    prior.add_argument("--hidden", type=int, default=64)
+    prior.add_argument("--seed", type=int, default=0)
+    prior.add_argument("--out", type=Path, default=Path("toy2d_prior.safetensors"))
+    prior.add_argument("--update-manifest", action="store_true",
+                       help="record the file's sha256 in rtb_lab/assets/manifest.json")
+    prior.set_defaults(run=_train_prior)
+
+    tune = sub.add_parser("finetune", help="fine-tune a posterior with RTB")
+    tune.add_argument("domain", choices=DOMAINS)
+    tune.add_argument("--target", default="25to9", help=f"one of {sorted(toy2d.TARGETS)}")
+    tune.add_argument("--beta", type=float, default=None)
+    tune.add_argument("--steps", type=int, default=None)
+    tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--fast", action="store_true", help="the short CI schedule")
+    tune.add_argument("--out", type=Path, default=None, help="directory for checkpoints")
+    tune.add_argument("--prior", type=Path, default=None, help="a prior .safetensors file")
+    tune.add_argument("--quiet", action="store_true", help="no progress bar")
+    tune.set_defaults(run=_finetune)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `rtb-lab` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.run(args)
+    except (KeyError, ValueError, RuntimeError) as error:
+        print(f"rtb-lab: error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
