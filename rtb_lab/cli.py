@@ -2,6 +2,7 @@
 
     rtb-lab train-prior toy2d [--steps N] [--out FILE]
     rtb-lab finetune toy2d [--target NAME] [--beta B] [--steps N] [--seed S] [--fast] [--out DIR]
+    rtb-lab train-amortised toy2d [--target NAME] [--beta-min A] [--beta-max B] [--out FILE]
 
 `finetune` prints progress, then one JSON object of final metrics as its last line.
 """
@@ -16,10 +17,18 @@ from dataclasses import replace
 from pathlib import Path
 
 from rtb_lab.config import is_fast
-from rtb_lab.domains import toy2d
+from rtb_lab.domains import toy2d, toy2d_amortised
 from rtb_lab.train import TrainConfig
 
 DOMAINS = ("toy2d",)
+
+
+def _record_asset(name: str, sha256: str, command: str, description: str) -> None:
+    """Record a shipped file's sha256 and the command that made it in the manifest."""
+    manifest_path = toy2d.assets_dir() / toy2d.MANIFEST
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    manifest[name] = {"sha256": sha256, "command": command, "description": description}
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 def _train_prior(args: argparse.Namespace) -> dict:
@@ -29,11 +38,7 @@ def _train_prior(args: argparse.Namespace) -> dict:
               f"--seed {args.seed}"
     sha256 = toy2d.save_prior(model, args.out, command)
     if args.update_manifest:
-        manifest_path = toy2d.assets_dir() / toy2d.MANIFEST
-        manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-        manifest[Path(args.out).name] = {"sha256": sha256, "command": command,
-                                         "description": "toy2d prior: 25-mode grid mixture"}
-        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+        _record_asset(Path(args.out).name, sha256, command, "toy2d prior: 25-mode grid mixture")
     return {"out": str(args.out), "sha256": sha256,
             "seconds": round(time.perf_counter() - started, 2)}
 
@@ -54,6 +59,25 @@ def _finetune(args: argparse.Namespace) -> dict:
     metrics.update(target=target.name, beta=target.beta, steps=trainer.step,
                    seconds=round(trainer.seconds, 2))
     return metrics
+
+
+def _train_amortised(args: argparse.Namespace) -> dict:
+    config = replace(toy2d_amortised.AMORTISED_CONFIG, seed=args.seed)
+    if args.steps is not None:
+        config = replace(config, steps=args.steps)
+    beta_range = (args.beta_min, args.beta_max)
+    trainer = toy2d_amortised.make_amortised_trainer(args.target, config,
+                                                     beta_range=beta_range)
+    trainer.train(progress=not args.quiet)
+    command = (f"rtb-lab train-amortised toy2d --target {args.target} --steps {config.steps} "
+               f"--beta-min {args.beta_min} --beta-max {args.beta_max} --seed {args.seed}")
+    sha256 = toy2d_amortised.save_amortised(trainer.posterior, args.out, args.target,
+                                            beta_range, command)
+    if args.update_manifest:
+        _record_asset(Path(args.out).name, sha256, command,
+                      f"toy2d {args.target} posterior amortised over beta in {beta_range}")
+    return {"out": str(args.out), "sha256": sha256, **trainer.evaluations[-1],
+            "seconds": round(trainer.seconds, 2)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,6 +106,20 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--prior", type=Path, default=None, help="a prior .safetensors file")
     tune.add_argument("--quiet", action="store_true", help="no progress bar")
     tune.set_defaults(run=_finetune)
+
+    amortised = sub.add_parser("train-amortised",
+                               help="train a posterior conditioned on beta and save it")
+    amortised.add_argument("domain", choices=DOMAINS)
+    amortised.add_argument("--target", default="25to9")
+    amortised.add_argument("--steps", type=int, default=None)
+    amortised.add_argument("--beta-min", type=float, default=toy2d_amortised.BETA_RANGE[0])
+    amortised.add_argument("--beta-max", type=float, default=toy2d_amortised.BETA_RANGE[1])
+    amortised.add_argument("--seed", type=int, default=0)
+    amortised.add_argument("--out", type=Path,
+                           default=Path(toy2d_amortised.AMORTISED_ASSET))
+    amortised.add_argument("--update-manifest", action="store_true")
+    amortised.add_argument("--quiet", action="store_true")
+    amortised.set_defaults(run=_train_amortised)
     return parser
 
 

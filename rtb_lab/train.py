@@ -182,6 +182,7 @@ class RTBTrainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.device = next(posterior.parameters()).device
         self.generator = torch.Generator().manual_seed(self.config.seed)
+        self.view_generator = torch.Generator().manual_seed(self.config.seed + 2)
         cond_dim = 0 if cond_sampler is None else cond_sampler(1, self.generator).shape[1]
         self.log_z = LogZ(0.0, cond_dim if self.config.loss == "rtb" else 0).to(self.device)
         params = [p for p in posterior.parameters() if p.requires_grad]
@@ -230,12 +231,12 @@ class RTBTrainer:
                use_prior: bool = False, generator: torch.Generator | None = None) -> Trajectory:
         """Sample trajectories from the posterior (or the prior), with log r attached.
 
-        Uses the trainer's generator unless `generator` is given (evaluations pass their
-        own so that they never shift the training noise).
+        Without `generator`, draws from a separate observation generator, so looking at
+        samples (plots, dashboards) never shifts the training noise or breaks resume.
         """
         net = self.prior if use_prior else self.posterior
         traj = sample_trajectories(net, self.family, batch_size, self.event_shape, cond=cond,
-                                   explore=explore, generator=generator or self.generator,
+                                   explore=explore, generator=generator or self.view_generator,
                                    device=self.device)
         return traj.with_log_reward(self.log_reward(traj.x, cond))
 
@@ -245,7 +246,7 @@ class RTBTrainer:
         n = num_samples or self.config.log_z_init_samples
         if cond is None and self.cond_sampler is not None:
             cond = self.cond_sampler(1, self.generator).to(self.device).expand(n, -1)
-        traj = self.sample(n, cond=cond, use_prior=True)
+        traj = self.sample(n, cond=cond, use_prior=True, generator=self.generator)
         beta = self.beta(cond)
         return float(importance_log_z(traj.log_reward, beta if isinstance(beta, float)
                                       else beta[0]))
@@ -256,7 +257,8 @@ class RTBTrainer:
         n_replay = int(cfg.replay_fraction * cfg.batch_size) if len(self.replay) else 0
         n_new = cfg.batch_size - n_replay
         cond = self.sample_conditions(n_new)
-        fresh = self.sample(n_new, cond=cond, explore=cfg.explore_at(self.step))
+        fresh = self.sample(n_new, cond=cond, explore=cfg.explore_at(self.step),
+                            generator=self.generator)
         if n_replay == 0:
             return fresh
         return Trajectory.cat([fresh, self.replay.sample(n_replay, self.generator)

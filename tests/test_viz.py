@@ -12,8 +12,8 @@ import torch
 from matplotlib.figure import Figure
 
 from rtb_lab.diffusion import Trajectory
-from rtb_lab.domains.gmm import grid_mixture
-from rtb_lab.domains.toy2d import custom_target, get_target, nine_mode_mixture
+from rtb_lab.domains.gmm import GaussianMixture, grid_mixture
+from rtb_lab.domains.toy2d import NINE_WEIGHTS, custom_target, get_target, mode_reward
 from rtb_lab.metrics import mode_weights, total_variation
 from rtb_lab.viz import widgets
 from rtb_lab.viz.animate import PALETTE, frame_steps, log_ratio_figure, trajectory_animation
@@ -29,7 +29,6 @@ from rtb_lab.viz.widgets import (
     ModePicker,
     TrainingDashboard,
     exact_posterior_view,
-    mode_reward,
 )
 
 matplotlib.use("Agg")  # the library never uses pyplot; this only guards stray imports
@@ -44,7 +43,13 @@ def truth():
 
 @pytest.fixture(scope="module")
 def nine_samples():
-    return nine_mode_mixture(grid_mixture()).sample(500, torch.Generator().manual_seed(0))
+    return nine_mixture().sample(500, torch.Generator().manual_seed(0))
+
+
+def nine_mixture() -> GaussianMixture:
+    """The paper's 9-mode posterior built by hand: 9 components on {-5, 0, 5}^2."""
+    means = torch.cartesian_prod(torch.tensor([-5.0, 0.0, 5.0]), torch.tensor([-5.0, 0.0, 5.0]))
+    return GaussianMixture(means, 0.3**0.5, torch.tensor(NINE_WEIGHTS))
 
 
 def axes():
@@ -203,11 +208,13 @@ def test_mode_reward_is_zero_for_prior_weights_and_gives_the_reweighted_posterio
     prior = grid_mixture()
     x = prior.sample(200, torch.Generator().manual_seed(3))
     assert mode_reward(prior, prior.weights)(x).abs().max() < 1e-5
-    nine = nine_mode_mixture(prior)
+    nine = nine_mixture()
     paper = get_target("25to9")
     weights = torch.zeros(25, dtype=torch.float64)
     weights[(prior.means.abs() <= 5).all(1)] = nine.weights
-    assert torch.allclose(mode_reward(prior, weights)(x), paper.log_reward(x), atol=1e-4)
+    by_hand = nine.log_prob(x.double()) - prior.log_prob(x.double())
+    assert torch.allclose(mode_reward(prior, weights)(x).double(), by_hand, atol=1e-4)
+    assert torch.allclose(paper.log_reward(x).double(), by_hand, atol=1e-4)
     picked = torch.zeros(25)
     picked[[0, 24]] = 1.0
     truth = custom_target(prior, mode_reward(prior, picked)).truth(grid_size=GRID)

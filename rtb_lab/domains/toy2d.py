@@ -173,17 +173,36 @@ class Toy2DTarget:
         return metrics
 
 
-def nine_mode_mixture(prior: GaussianMixture) -> GaussianMixture:
-    """The paper's posterior: the 9 modes on {-5, 0, 5}^2 with weights {4,10,4,5,10,5,4,15,4}/61."""
+def mode_reward(prior: GaussianMixture, weights: Tensor) -> Callable[[Tensor], Tensor]:
+    """The reward that reweights the prior's modes: log r = log p_w(x) - log p(x).
+
+    p_w keeps the prior's means and stds with `weights` ([K], any non-negative scale),
+    so p(x) r(x) = p_w(x): at beta = 1 the posterior is exactly p_w and log Z = 0.
+
+    Returns:
+        ``log_r(x: [B, 2]) -> [B]`` in x's dtype.
+    """
+    reweighted = GaussianMixture(prior.means, prior.stds, weights)
+
+    def log_r(x: Tensor) -> Tensor:
+        # In float64: both log-densities are large and nearly cancel near the modes.
+        return (reweighted.log_prob(x.double()) - prior.log_prob(x.double())).to(x.dtype)
+
+    return log_r
+
+
+def nine_mode_weights(prior: GaussianMixture) -> Tensor:
+    """[K] the paper's posterior weights: {4,10,4,5,10,5,4,15,4}/61 on {-5, 0, 5}^2, else 0."""
     inner = (prior.means.abs() <= 5).all(1)
-    return GaussianMixture(prior.means[inner], prior.stds[inner], torch.tensor(NINE_WEIGHTS))
+    weights = torch.zeros(prior.means.shape[0], dtype=torch.float64)
+    weights[inner] = torch.tensor(NINE_WEIGHTS, dtype=torch.float64) / sum(NINE_WEIGHTS)
+    return weights
 
 
 def target_25to9(beta: float = 1.0) -> Toy2DTarget:
     """The paper's toy: 25-mode prior, r = p_9 / p_25, so at beta = 1 the posterior is p_9."""
     prior = grid_mixture()
-    nine = nine_mode_mixture(prior)
-    return Toy2DTarget("25to9", prior, lambda x: nine.log_prob(x) - prior.log_prob(x), beta)
+    return Toy2DTarget("25to9", prior, mode_reward(prior, nine_mode_weights(prior)), beta)
 
 
 def target_right_half(beta: float = 1.0) -> Toy2DTarget:

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from rtb_lab.domains.gmm import GaussianMixture
-from rtb_lab.domains.toy2d import GridTruth, custom_target
+from rtb_lab.domains.toy2d import GridTruth, custom_target, mode_reward
 from rtb_lab.metrics import mode_weights, total_variation
 from rtb_lab.viz.plots import plot_density, plot_samples, plot_training
 
@@ -209,25 +209,6 @@ class BetaPanel:
         self.label.value = f"β = {beta:.2f} · {format_metrics(metrics)}"
         show_in(self.output, self.figure)
         self.last_beta, self.last_metrics = beta, metrics
-
-
-def mode_reward(prior: GaussianMixture, weights: Tensor) -> Callable[[Tensor], Tensor]:
-    """The reward that turns the prior into the same mixture with reweighted components.
-
-    log r(x) = log p_w(x) - log p(x), where p_w keeps the prior's means and stds with
-    weights `weights` ([K], any non-negative scale), so that p(x) r(x) = p_w(x): at
-    beta = 1 the posterior is exactly p_w and log Z = 0 (the "25to9" reward is a case).
-
-    Returns:
-        ``log_r(x: [B, 2]) -> [B]`` in x's dtype.
-    """
-    reweighted = GaussianMixture(prior.means, prior.stds, weights)
-
-    def log_r(x: Tensor) -> Tensor:
-        # In float64: both log-densities are large and nearly cancel near the modes.
-        return (reweighted.log_prob(x.double()) - prior.log_prob(x.double())).to(x.dtype)
-
-    return log_r
 
 
 def exact_posterior_view(prior: GaussianMixture, grid_size: int = 150
