@@ -25,6 +25,7 @@ lab: install-lab
 test: install-test
 	$(BIN)/ruff check rtb_lab tests benchmarks
 	$(BIN)/python -m pytest tests
+	RTB_LAB_FAST=1 $(BIN)/python -m pytest --nbval-lax --nbval-cell-timeout=900 -p no:cacheprovider notebooks/
 
 lint: install-test
 	$(BIN)/ruff check rtb_lab tests benchmarks

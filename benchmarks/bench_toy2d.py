@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from rtb_lab.diffusion import sample_trajectories
+from rtb_lab.diffusion import sample_trajectories, sequential_log_prob
 from rtb_lab.domains import toy2d
 from rtb_lab.nets import posterior_from_prior
 from rtb_lab.rtb import LogZ, rtb_loss
@@ -27,15 +27,9 @@ def naive_iteration(prior, posterior, log_z, optimizer, target, family, generato
     """The textbook loop peers use: one network call per step for q and for p."""
     traj = sample_trajectories(posterior, family, PAPER.batch_size, (2,), explore=0.5,
                                generator=generator)
-    log_q = torch.zeros(PAPER.batch_size)
-    log_p = torch.zeros(PAPER.batch_size)
-    for k in range(family.num_steps):
-        x, x_next = traj.states[:, k], traj.states[:, k + 1]
-        steps = torch.full((PAPER.batch_size,), k)
-        t = family.time(steps)
-        log_q = log_q + family.log_prob(x_next, posterior(x, t, None), x, steps)
-        with torch.no_grad():
-            log_p = log_p + family.log_prob(x_next, prior(x, t, None), x, steps)
+    log_q = sequential_log_prob(posterior, family, traj)
+    with torch.no_grad():
+        log_p = sequential_log_prob(prior, family, traj)
     loss = rtb_loss(log_q, log_p, target.checked_log_reward(traj.x), log_z(), 1.0)
     optimizer.zero_grad()
     loss.backward()

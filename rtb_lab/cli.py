@@ -48,9 +48,7 @@ def _finetune(args: argparse.Namespace) -> dict:
     if args.fast or is_fast():
         config = config.fast()
     if args.steps is not None:
-        config = replace(config, steps=args.steps,
-                         explore_end=min(config.explore_end, args.steps),
-                         explore_hold=min(config.explore_hold, args.steps))
+        config = config.with_steps(args.steps)
     target = toy2d.resolve_target(args.target, args.beta)
     prior = toy2d.load_prior(args.prior) if args.prior else None
     trainer = toy2d.finetune(target, config, prior=prior, out_dir=args.out,

@@ -105,6 +105,12 @@ class TrainConfig:
         """A short schedule for CI and quick demos (same recipe, fewer and smaller steps)."""
         return replace(self, steps=500, batch_size=256, eval_every=100)
 
+    def with_steps(self, steps: int) -> TrainConfig:
+        """The same recipe over `steps` steps, the exploration schedule scaled to match."""
+        ratio = steps / self.steps
+        return replace(self, steps=steps, explore_hold=round(self.explore_hold * ratio),
+                       explore_end=round(self.explore_end * ratio))
+
     def explore_at(self, step: int) -> float:
         """Exploration level at `step`: held, then linearly decayed to 0 at explore_end."""
         if step < self.explore_hold:
@@ -279,8 +285,8 @@ class RTBTrainer:
             if self.config.loss == "vargrad":
                 residual = vargrad_residual(log_pf_post, log_pf_prior, traj.log_reward, beta,
                                             groups)
-                info["log_z"] = float((residual - (log_pf_post - log_pf_prior
-                                                   - beta * traj.log_reward)).mean())
+                terms = log_pf_post - log_pf_prior - beta * traj.log_reward
+                info["log_z"] = float((residual - terms).detach().mean())  # mean group log Z
             else:
                 log_z = self.log_z(traj.cond)
                 residual = rtb_residual(log_pf_post, log_pf_prior, traj.log_reward, log_z, beta)
@@ -326,11 +332,15 @@ class RTBTrainer:
             self.step += 1
         return record
 
+    def current_log_z(self) -> float:
+        """The learned log Z (VarGrad: the last batch estimate; conditional: NaN)."""
+        if self.config.loss == "vargrad":
+            return self.history[-1]["log_z"] if self.history else float("nan")
+        return float(self.log_z().detach()) if self.log_z.cond_dim == 0 else float("nan")
+
     def evaluate(self) -> dict[str, float]:
         """Run the evaluator now and record its metrics (with step and log Z)."""
-        metrics = {"step": self.step, "seconds": self.seconds,
-                   "log_z": float(self.log_z().detach()) if self.log_z.cond_dim == 0
-                   else float("nan")}
+        metrics = {"step": self.step, "seconds": self.seconds, "log_z": self.current_log_z()}
         if self.evaluator is not None:
             metrics.update(self.evaluator(self))
         self.evaluations.append(metrics)

@@ -14,6 +14,7 @@ from rtb_lab.diffusion import (
     Trajectory,
     gaussian_log_prob,
     sample_trajectories,
+    sequential_log_prob,
     step_log_probs,
     trajectory_log_prob,
 )
@@ -58,6 +59,7 @@ def test_batched_step_log_probs_equal_sequential(tiny_prior, family, traj):
     torch.testing.assert_close(step_log_probs(tiny_prior, family, traj), sequential)
     torch.testing.assert_close(trajectory_log_prob(tiny_prior, family, traj, chunk_steps=3),
                                sequential.sum(1))
+    torch.testing.assert_close(sequential_log_prob(tiny_prior, family, traj), sequential.sum(1))
 
 
 def test_ddpm_family_recovers_clean_image_with_oracle_noise():

@@ -5,22 +5,21 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rtb_lab.diffusion import EulerMaruyama, sample_trajectories
+from rtb_lab.diffusion import (
+    EulerMaruyama,
+    sample_trajectories,
+    sequential_log_prob,
+    trajectory_log_prob,
+)
 from rtb_lab.nets import DriftMLP, posterior_from_prior
 from rtb_lab.rtb import LogZ, backward_through_trajectories, freeze, rtb_residual, squared_loss
 
 
 def _naive_loss(posterior, prior, family, traj, log_r, log_z, beta, clip):
     """The textbook implementation: call the networks once per step, sum, square."""
-    log_q = torch.zeros(traj.batch_size, dtype=torch.float64)
-    log_p = torch.zeros(traj.batch_size, dtype=torch.float64)
-    for k in range(family.num_steps):
-        x, x_next = traj.states[:, k], traj.states[:, k + 1]
-        steps = torch.full((traj.batch_size,), k)
-        t = family.time(steps)
-        log_q = log_q + family.log_prob(x_next, posterior(x, t, None), x, steps)
-        with torch.no_grad():
-            log_p = log_p + family.log_prob(x_next, prior(x, t, None), x, steps)
+    log_q = sequential_log_prob(posterior, family, traj)
+    with torch.no_grad():
+        log_p = sequential_log_prob(prior, family, traj)
     return squared_loss(rtb_residual(log_q, log_p, log_r, log_z(), beta), clip)
 
 
@@ -47,7 +46,6 @@ def test_chunked_gradient_equals_sequential_autograd(chunk_steps, clip):
             p.grad = None
 
         with torch.no_grad():
-            from rtb_lab.diffusion import trajectory_log_prob
             log_p = trajectory_log_prob(prior, family, traj)
 
         def loss_of(log_q):

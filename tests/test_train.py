@@ -151,3 +151,9 @@ def test_conditional_posterior_with_vargrad_groups(tiny_prior):
     trainer.train(progress=False)
     assert trainer.step == 3
     assert len(trainer.history) == 3
+
+
+def test_with_steps_scales_the_exploration_schedule():
+    config = TrainConfig(steps=600, explore_hold=50, explore_end=300).with_steps(120)
+    assert (config.steps, config.explore_hold, config.explore_end) == (120, 10, 60)
+    assert config.explore_at(9) == 0.5 and config.explore_at(60) == 0.0

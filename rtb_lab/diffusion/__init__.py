@@ -4,6 +4,7 @@ from rtb_lab.diffusion.gaussian import DDPM, EulerMaruyama, GaussianFamily, gaus
 from rtb_lab.diffusion.sampling import (
     chunked_steps,
     sample_trajectories,
+    sequential_log_prob,
     step_log_probs,
     trajectory_log_prob,
 )
@@ -17,6 +18,7 @@ __all__ = [
     "chunked_steps",
     "gaussian_log_prob",
     "sample_trajectories",
+    "sequential_log_prob",
     "step_log_probs",
     "trajectory_log_prob",
 ]

@@ -85,3 +85,17 @@ def trajectory_log_prob(net: DriftNet, family: GaussianFamily, traj: Trajectory,
     """[B] total log-probability of each trajectory, scoring `chunk_steps` steps per call."""
     return sum(step_log_probs(net, family, traj, r).sum(1)
                for r in chunked_steps(traj.num_steps, chunk_steps))
+
+
+def sequential_log_prob(net: DriftNet, family: GaussianFamily, traj: Trajectory) -> Tensor:
+    """[B] the same total as `trajectory_log_prob`, one network call per step.
+
+    The textbook loop, kept as the reference the batched path is tested and
+    benchmarked against.
+    """
+    total = traj.states.new_zeros(traj.batch_size)
+    for k in range(traj.num_steps):
+        x, x_next = traj.states[:, k], traj.states[:, k + 1]
+        steps = torch.full((traj.batch_size,), k, device=x.device)
+        total = total + family.log_prob(x_next, net(x, family.time(steps), traj.cond), x, steps)
+    return total

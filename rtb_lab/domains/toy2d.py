@@ -86,6 +86,16 @@ class GridTruth:
     mode_weights: Tensor
     centers: Tensor
 
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """[n, 2] exact posterior samples: grid cells drawn by mass, jittered within the cell."""
+        mass = self.density.flatten()
+        cell = torch.multinomial(mass / mass.sum(), n, replacement=True, generator=generator)
+        step = float(self.axis[1] - self.axis[0])
+        size = self.axis.numel()
+        xy = torch.stack([self.axis[cell // size], self.axis[cell % size]], 1)
+        jitter = (torch.rand(n, 2, generator=generator, dtype=xy.dtype) - 0.5) * step
+        return (xy + jitter).float()
+
     @property
     def active_modes(self) -> Tensor:
         """[M, 2] centres holding at least 0.1% of the posterior mass."""
@@ -115,10 +125,10 @@ class Toy2DTarget:
             raise ValueError(f"toy2d priors must be 2D, got dimension {self.prior.dim}")
 
     def checked_log_reward(self, x: Tensor) -> Tensor:
-        """log r(x) validated for shape [B] and finite values."""
+        """log r(x) validated for shape [B] and finite values (computed on the CPU)."""
         if x.dim() != 2 or x.shape[1] != 2:
             raise ValueError(f"toy2d samples must have shape [B, 2], got {tuple(x.shape)}")
-        return check_log_reward(self.log_reward(x), x.shape[0])
+        return check_log_reward(self.log_reward(x.cpu()), x.shape[0]).to(x.device)
 
     def with_beta(self, beta: float) -> Toy2DTarget:
         """The same prior and reward at another beta."""
@@ -323,14 +333,14 @@ def make_evaluator(target: Toy2DTarget, num_samples: int = 4000
     def evaluate(trainer: RTBTrainer) -> dict[str, float]:
         generator = torch.Generator().manual_seed(10_007 + trainer.step)
         x = trainer.sample(num_samples, generator=generator).x
-        return target.evaluate(x, float(trainer.log_z().detach()))
+        return target.evaluate(x, trainer.current_log_z())
 
     return evaluate
 
 
 def make_trainer(target: Toy2DTarget | str = "25to9", config: TrainConfig | None = None, *,
                  prior: nn.Module | None = None, out_dir: str | Path | None = None,
-                 eval_samples: int = 4000) -> RTBTrainer:
+                 eval_samples: int = 4000, device: torch.device | str = "cpu") -> RTBTrainer:
     """An RTBTrainer for a toy target, with the posterior starting at the prior.
 
     Args:
@@ -339,10 +349,11 @@ def make_trainer(target: Toy2DTarget | str = "25to9", config: TrainConfig | None
         prior: the prior network (default: the shipped one, which models the 25-mode grid).
         out_dir: where checkpoints are written.
         eval_samples: samples per evaluation.
+        device: where the shipped prior and the posterior live (see `rtb_lab.get_device`).
     """
     target = resolve_target(target)
     config = replace(config or TrainConfig(), beta=target.beta)
-    prior = prior if prior is not None else load_prior()
+    prior = prior if prior is not None else load_prior(device=device)
     return RTBTrainer(prior, posterior_from_prior(prior), make_family(),
                       target.checked_log_reward, (2,), config,
                       evaluator=make_evaluator(target, eval_samples), out_dir=out_dir)
@@ -350,11 +361,13 @@ def make_trainer(target: Toy2DTarget | str = "25to9", config: TrainConfig | None
 
 def finetune(target: Toy2DTarget | str = "25to9", config: TrainConfig | None = None, *,
              prior: nn.Module | None = None, out_dir: str | Path | None = None,
-             progress: bool = True) -> RTBTrainer:
+             progress: bool = True, device: torch.device | str = "cpu",
+             callbacks: list | None = None, eval_callbacks: list | None = None) -> RTBTrainer:
     """Fine-tune the prior into the target's posterior with RTB; returns the trained trainer.
 
     The final metrics are ``trainer.evaluations[-1]`` (tv, mass_in_modes, log_z_err, ...).
+    Callbacks are passed to `RTBTrainer.train` (e.g. a live dashboard's on_step/on_eval).
     """
-    trainer = make_trainer(target, config, prior=prior, out_dir=out_dir)
-    trainer.train(progress=progress)
+    trainer = make_trainer(target, config, prior=prior, out_dir=out_dir, device=device)
+    trainer.train(progress=progress, callbacks=callbacks, eval_callbacks=eval_callbacks)
     return trainer

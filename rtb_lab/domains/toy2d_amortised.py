@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from rtb_lab.checkpoint import CheckpointError, load_weights, save_weights
-from rtb_lab.diffusion import sample_trajectories
+from rtb_lab.diffusion import Trajectory, sample_trajectories
 from rtb_lab.domains.toy2d import (
     MANIFEST,
     EndpointDrift,
@@ -61,13 +61,18 @@ def make_beta_sampler(beta_range: tuple[float, float]
     return sample
 
 
-def sample_posterior(posterior: nn.Module, beta: float, n: int, seed: int = 0) -> Tensor:
-    """[n, 2] samples of the amortised posterior at `beta`."""
+def sample_trajectory(posterior: nn.Module, beta: float, n: int, seed: int = 0) -> Trajectory:
+    """n trajectories of the amortised posterior at `beta` (cond attached), on the CPU."""
     device = next(posterior.parameters()).device
     traj = sample_trajectories(posterior, make_family(), n, (2,),
                                cond=beta_condition(beta, n).to(device),
                                generator=torch.Generator().manual_seed(seed), device=device)
-    return traj.x
+    return traj.to("cpu")
+
+
+def sample_posterior(posterior: nn.Module, beta: float, n: int, seed: int = 0) -> Tensor:
+    """[n, 2] samples (CPU) of the amortised posterior at `beta`."""
+    return sample_trajectory(posterior, beta, n, seed).x
 
 
 def evaluate_betas(posterior: nn.Module, target: Toy2DTarget,

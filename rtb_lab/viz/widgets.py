@@ -21,9 +21,10 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from rtb_lab.domains.gmm import GaussianMixture
-from rtb_lab.domains.toy2d import GridTruth, custom_target, mode_reward
+from rtb_lab.domains.toy2d import GridTruth, custom_target, finetune, mode_reward
 from rtb_lab.metrics import mode_weights, total_variation
-from rtb_lab.viz.plots import plot_density, plot_samples, plot_training
+from rtb_lab.train import TrainConfig
+from rtb_lab.viz.plots import compare_panels, plot_density, plot_samples, plot_training
 
 
 def figure_png(figure: Figure, dpi: int = 90) -> Image:
@@ -224,6 +225,27 @@ def exact_posterior_view(prior: GaussianMixture, grid_size: int = 150
     return show
 
 
+def rtb_vs_exact_view(prior: GaussianMixture, config: TrainConfig, num_samples: int = 2000,
+                      grid_size: int = 200) -> Callable[[Tensor, float], None]:
+    """An `on_change` for `ModePicker` that trains RTB on the picked modes and compares.
+
+    Each click fine-tunes the shipped prior with `config` (a progress bar shows), then
+    draws exact posterior samples beside RTB's, each titled with its mode-weight TV.
+    """
+    def train_and_show(weights: Tensor, beta: float) -> None:
+        target = custom_target(prior, mode_reward(prior, weights), beta, name="picked")
+        trainer = finetune(target, config)
+        x = trainer.sample(num_samples).x
+        truth = target.truth(grid_size)
+        exact = truth.sample(num_samples, torch.Generator().manual_seed(0))
+        metrics = {"RTB": target.evaluate(x, trainer.current_log_z())}
+        figure = compare_panels({"exact posterior": exact, "RTB": x}, truth, metrics)
+        display(figure_png(figure))
+        print(format_metrics(metrics["RTB"]))
+
+    return train_and_show
+
+
 class ModePicker:
     """Pick prior modes and beta; a button hands the choice to `on_change`.
 
@@ -237,6 +259,7 @@ class ModePicker:
             the widget; `mode_reward(prior, weights)` turns the weights into a reward.
         beta: initial beta.
         betas: beta slider range.
+        action: the button's label.
 
     Attributes:
         widget: what to display.
@@ -247,7 +270,8 @@ class ModePicker:
 
     def __init__(self, prior_means: Tensor,
                  on_change: Callable[[Tensor, float], None] | None = None,
-                 beta: float = 1.0, betas: tuple[float, float] = (0.25, 4.0)) -> None:
+                 beta: float = 1.0, betas: tuple[float, float] = (0.25, 4.0),
+                 action: str = "show exact posterior") -> None:
         self.num_modes = prior_means.shape[0]
         labels = [f"({x:g}, {y:g})" for x, y in prior_means.tolist()]
         self.on_change = on_change
@@ -256,7 +280,8 @@ class ModePicker:
                                             value=tuple(range(self.num_modes)),
                                             rows=min(self.num_modes, 12), description="modes")
         self.beta_slider = beta_slider(beta, betas)
-        self.button = widgets.Button(description="show exact posterior", button_style="primary")
+        self.button = widgets.Button(description=action, button_style="primary",
+                                     layout=widgets.Layout(width="auto"))
         self.output = widgets.Output()
         self.widget = widgets.VBox([widgets.HBox([self.modes,
                                                   widgets.VBox([self.beta_slider, self.button])]),

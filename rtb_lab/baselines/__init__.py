@@ -1,0 +1,1 @@
+"""Baselines RTB is compared with: guidance (biased), RL and importance sampling (later)."""
