@@ -34,6 +34,7 @@ if importlib.util.find_spec("rtb_lab") is None:  # Colab / Binder newcomers: ins
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
                     "rtb-lab[notebooks] @ git+https://github.com/rtb-lab/rtb-lab"], check=True)
 
+# %matplotlib inline
 import torch
 from matplotlib.figure import Figure
 from IPython.display import display

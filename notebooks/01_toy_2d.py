@@ -35,6 +35,7 @@ if importlib.util.find_spec("rtb_lab") is None:  # Colab / Binder newcomers: ins
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
                     "rtb-lab[notebooks] @ git+https://github.com/rtb-lab/rtb-lab"], check=True)
 
+# %matplotlib inline
 import torch
 from dataclasses import replace
 from IPython.display import display
