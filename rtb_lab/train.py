@@ -55,8 +55,11 @@ class TrainConfig:
         batch_size: trajectories per step (new + replayed).
         lr: learning rate of the posterior network.
         log_z_lr: learning rate of log Z (larger, as in the paper).
-        log_z_optimizer: "adam" (the paper's) or "sgd" (an exponential moving average
-            toward the batch-optimal log Z, since the loss is quadratic in log Z).
+        log_z_optimizer: "sgd" (default: for a scalar log Z the loss is quadratic, so SGD
+            is an exponential moving average toward the batch-optimal value, and it keeps
+            tracking after exploration ends) or "adam" (the paper's; its second moment
+            remembers the exploration phase's huge gradients and then barely moves).
+            A conditional log Z head always uses Adam.
         beta: reward exponent (ignored when the condition carries beta).
         explore: exploration level at the start (variance inflation when sampling).
         explore_hold: steps at full exploration before it starts to decay.
@@ -128,6 +131,9 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be > 0, got {value}")
         if not 0 <= self.replay_fraction < 1:
             raise ValueError(f"replay_fraction must be in [0, 1), got {self.replay_fraction}")
+        if self.log_z_optimizer not in ("sgd", "adam"):
+            raise ValueError("log_z_optimizer must be 'sgd' or 'adam', "
+                             f"got {self.log_z_optimizer!r}")
         if self.loss not in ("rtb", "vargrad"):
             raise ValueError(f"loss must be 'rtb' or 'vargrad', got {self.loss!r}")
         if self.batch_size % self.cond_groups:
@@ -195,7 +201,9 @@ class RTBTrainer:
         if not params:
             raise ValueError("the posterior has no trainable parameters")
         self.optimizer = torch.optim.Adam(params, lr=self.config.lr)
-        log_z_opt = torch.optim.SGD if self.config.log_z_optimizer == "sgd" else torch.optim.Adam
+        # SGD suits the scalar log Z only; a conditional log Z head is a network: Adam.
+        scalar_sgd = self.config.log_z_optimizer == "sgd" and self.log_z.cond_dim == 0
+        log_z_opt = torch.optim.SGD if scalar_sgd else torch.optim.Adam
         self.log_z_optimizer = log_z_opt(self.log_z.parameters(), lr=self.config.log_z_lr)
         self.replay = ReplayBuffer(self.config.replay_capacity, self.config.replay_prioritised)
         self.step = 0
@@ -203,7 +211,6 @@ class RTBTrainer:
         self.evaluations: list[dict[str, float]] = []
         self.interrupted = False
         self.seconds = 0.0
-        self.log_z_true: float | None = None
         if self.config.log_z_init == "importance":
             self.log_z.reset(self.estimate_log_z_from_prior())
         else:
