@@ -34,7 +34,7 @@ def naive_iteration(prior, posterior, log_z, optimizer, target, family, generato
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 def seconds_per_iteration(iters: int) -> dict[str, float]:
@@ -78,7 +78,7 @@ def time_to_quality(config: TrainConfig, max_steps: int, check_every: int) -> di
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iters", type=int, default=20)
-    parser.add_argument("--max-steps", type=int, default=1200)
+    parser.add_argument("--max-steps", type=int, default=1500)
     parser.add_argument("--check-every", type=int, default=25)
     parser.add_argument("--skip-quality", action="store_true")
     args = parser.parse_args()

@@ -56,7 +56,7 @@ def test_loss_is_zero_at_prior_for_constant_reward(tiny_prior, family, traj):
     log_p = trajectory_log_prob(tiny_prior, family, traj)
     loss = rtb_loss(log_q, log_p, log_c.expand(6), beta * log_c, beta)
     assert float(loss.detach()) < 1e-6
-    assert float(rtb_loss(log_q, log_p, log_c.expand(6), beta * log_c + 0.1, beta)) > 5e-3
+    assert float(rtb_loss(log_q, log_p, log_c.expand(6), beta * log_c + 0.1, beta).detach()) > 5e-3
 
 
 def test_residual_posterior_starts_at_prior(tiny_prior, family, traj):

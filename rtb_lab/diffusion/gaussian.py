@@ -99,7 +99,7 @@ class EulerMaruyama(GaussianFamily):
         return torch.zeros(batch_size, *event_shape, device=device)
 
     def mean_std(self, net_out, x, k):
-        std = torch.full((1,) * x.dim(), math.sqrt(self.sigma2 * self.dt), device=x.device)
+        std = x.new_tensor(math.sqrt(self.sigma2 * self.dt)).expand((1,) * x.dim())
         return x + net_out * self.dt, std
 
     def explore_std(self, std, k, explore):

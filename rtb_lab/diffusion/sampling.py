@@ -39,10 +39,12 @@ def sample_trajectories(net: DriftNet, family: GaussianFamily, batch_size: int,
         A detached Trajectory with states [B, T+1, *event].
     """
     x = family.start(batch_size, event_shape, generator=generator, device=device)
+    all_steps = torch.arange(family.num_steps, device=device)
+    all_times = family.time(all_steps)  # once, not per step: the loop is overhead-bound
     states = [x]
     for k in range(family.num_steps):
-        steps = torch.full((batch_size,), k, dtype=torch.long, device=device)
-        mean, std = family.mean_std(net(x, family.time(steps), cond), x, steps)
+        steps = all_steps[k].expand(batch_size)
+        mean, std = family.mean_std(net(x, all_times[k].expand(batch_size), cond), x, steps)
         if explore > 0:
             std = family.explore_std(std, steps, explore)
         noise = torch.randn(x.shape, generator=generator).to(device)
