@@ -32,7 +32,7 @@ def _square_limits(ax: Axes, truth: GridTruth) -> None:
     ax.set_aspect("equal")
 
 
-def plot_density(ax: Axes, truth: GridTruth, levels: int = 6, cmap: str = "viridis",
+def plot_density(ax: Axes, truth: GridTruth, levels: int = 4, cmap: str | None = None,
                  filled: bool = False) -> Axes:
     """The exact posterior density: contour lines, or a filled colour image.
 
@@ -40,7 +40,7 @@ def plot_density(ax: Axes, truth: GridTruth, levels: int = 6, cmap: str = "virid
         ax: where to draw.
         truth: the exact posterior on a grid (density [G, G] indexed [ix, iy]).
         levels: number of contour levels (lines only).
-        cmap: matplotlib colour map.
+        cmap: matplotlib colour map (default: "viridis" filled, "Blues_r" for lines).
         filled: draw the density as a colour image instead of contour lines.
 
     Returns:
@@ -48,15 +48,15 @@ def plot_density(ax: Axes, truth: GridTruth, levels: int = 6, cmap: str = "virid
     """
     axis, density = _numpy(truth.axis), _numpy(truth.density).T  # matplotlib wants [iy, ix]
     if filled:
-        ax.pcolormesh(axis, axis, density, cmap=cmap, shading="auto")
+        ax.pcolormesh(axis, axis, density, cmap=cmap or "viridis", shading="auto")
     else:
         top = density.max()
         # Geometric levels: peaks differ by orders of magnitude across betas, and linear
         # levels would hide every mode holding only a few percent of the mass.
         heights = np.geomspace(top * 1e-2, top, levels + 1)[:-1]
         # Above the samples (zorder), so that dense clouds do not hide the truth.
-        ax.contour(axis, axis, density, levels=heights, cmap=cmap, linewidths=0.7,
-                   alpha=0.8, zorder=3)
+        ax.contour(axis, axis, density, levels=heights, cmap=cmap or "Blues_r", linewidths=0.6,
+                   alpha=0.6, zorder=3)
     _square_limits(ax, truth)
     return ax
 
@@ -79,7 +79,7 @@ def plot_samples(ax: Axes, x: Tensor, truth: GridTruth | None = None, title: str
     if truth is not None:
         plot_density(ax, truth)
     points = _numpy(x[:max_points])
-    ax.scatter(points[:, 0], points[:, 1], s=3, alpha=0.5, color="tab:gray", linewidths=0)
+    ax.scatter(points[:, 0], points[:, 1], s=4, alpha=0.35, color="tab:red", linewidths=0)
     if truth is None:
         ax.set_aspect("equal")
     if title is not None:
