@@ -50,3 +50,18 @@ def mean_log_reward(log_reward: Tensor) -> float:
 def log_z_error(log_z: float, log_z_true: float) -> float:
     """Absolute error of a log-partition estimate."""
     return abs(log_z - log_z_true) if math.isfinite(log_z) else float("inf")
+
+
+def diversity(x: Tensor, max_samples: int = 1000) -> float:
+    """Mean pairwise Euclidean distance among (the first `max_samples` of) x [N, *event]."""
+    points = x[:max_samples].flatten(1).double()
+    return float(torch.pdist(points).mean()) if points.shape[0] > 1 else 0.0
+
+
+def elbo(log_pf_post: Tensor, log_pf_prior: Tensor, log_reward: Tensor,
+         beta: float | Tensor) -> float:
+    """E_q[log p(tau) + beta log r(x) - log q(tau)] over q's trajectories ([B] each).
+
+    A lower bound on log Z = log E_p[r^beta], tight exactly when q is the posterior.
+    """
+    return float((log_pf_prior + beta * log_reward - log_pf_post).double().mean())

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -340,7 +341,9 @@ def make_evaluator(target: Toy2DTarget, num_samples: int = 4000
 
 def make_trainer(target: Toy2DTarget | str = "25to9", config: TrainConfig | None = None, *,
                  prior: nn.Module | None = None, out_dir: str | Path | None = None,
-                 eval_samples: int = 4000, device: torch.device | str = "cpu") -> RTBTrainer:
+                 eval_samples: int = 4000, device: torch.device | str = "cpu",
+                 trainer_cls: type[RTBTrainer] = RTBTrainer, **trainer_kwargs: Any
+                 ) -> RTBTrainer:
     """An RTBTrainer for a toy target, with the posterior starting at the prior.
 
     Args:
@@ -350,13 +353,17 @@ def make_trainer(target: Toy2DTarget | str = "25to9", config: TrainConfig | None
         out_dir: where checkpoints are written.
         eval_samples: samples per evaluation.
         device: where the shipped prior and the posterior live (see `rtb_lab.get_device`).
+        trainer_cls: the trainer class, e.g. `rtb_lab.baselines.rl.RLTrainer` for the RL
+            baselines, which share everything but the loss.
+        **trainer_kwargs: extra keyword arguments of `trainer_cls` (e.g. kl_weight).
     """
     target = resolve_target(target)
     config = replace(config or TrainConfig(), beta=target.beta)
     prior = prior if prior is not None else load_prior(device=device)
-    return RTBTrainer(prior, posterior_from_prior(prior), make_family(),
-                      target.checked_log_reward, (2,), config,
-                      evaluator=make_evaluator(target, eval_samples), out_dir=out_dir)
+    return trainer_cls(prior, posterior_from_prior(prior), make_family(),
+                       target.checked_log_reward, (2,), config,
+                       evaluator=make_evaluator(target, eval_samples), out_dir=out_dir,
+                       **trainer_kwargs)
 
 
 def finetune(target: Toy2DTarget | str = "25to9", config: TrainConfig | None = None, *,
