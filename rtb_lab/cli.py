@@ -3,8 +3,10 @@
     rtb-lab train-prior toy2d [--steps N] [--out FILE]
     rtb-lab finetune toy2d [--target NAME] [--beta B] [--steps N] [--seed S] [--fast] [--out DIR]
     rtb-lab train-amortised toy2d [--target NAME] [--beta-min A] [--beta-max B] [--out FILE]
+    rtb-lab compare toy2d [--methods M ...] [--seeds N] [--budget E] [--fast] [--out DIR]
 
-`finetune` prints progress, then one JSON object of final metrics as its last line.
+`finetune` prints progress, then one JSON object of final metrics as its last line;
+`compare` prints a markdown table, then the table as one JSON object.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from rtb_lab import evaluate
 from rtb_lab.config import is_fast
 from rtb_lab.domains import toy2d, toy2d_amortised
 from rtb_lab.train import TrainConfig
@@ -78,6 +81,20 @@ def _train_amortised(args: argparse.Namespace) -> dict:
             "seconds": round(trainer.seconds, 2)}
 
 
+def _compare(args: argparse.Namespace) -> dict:
+    budget = args.budget or (evaluate.FAST_BUDGET if args.fast or is_fast()
+                             else evaluate.FULL_BUDGET)
+    started = time.perf_counter()
+    table = evaluate.compare(args.domain, tuple(args.methods), args.seeds, budget, args.target,
+                             progress=None if args.quiet else print)
+    print(table.to_markdown())
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        table.to_csv(args.out / "compare.csv")
+        table.plot().savefig(args.out / "compare.png", dpi=120)
+    return {**table.to_dict(), "seconds": round(time.perf_counter() - started, 2)}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(prog="rtb-lab", description=__doc__.splitlines()[0])
@@ -118,6 +135,20 @@ def build_parser() -> argparse.ArgumentParser:
     amortised.add_argument("--update-manifest", action="store_true")
     amortised.add_argument("--quiet", action="store_true")
     amortised.set_defaults(run=_train_amortised)
+
+    comp = sub.add_parser("compare", help="RTB against the baselines at an equal budget")
+    comp.add_argument("domain", help=f"one of {list(evaluate.DOMAINS)}")
+    comp.add_argument("--methods", nargs="+", default=list(evaluate.METHODS),
+                      help=f"any of {list(evaluate.METHODS)}")
+    comp.add_argument("--seeds", type=int, default=3)
+    comp.add_argument("--budget", type=int, default=None,
+                      help="network evaluations per method and seed")
+    comp.add_argument("--target", default="25to9")
+    comp.add_argument("--fast", action="store_true",
+                      help=f"budget {evaluate.FAST_BUDGET:,} instead of {evaluate.FULL_BUDGET:,}")
+    comp.add_argument("--out", type=Path, default=None, help="directory for the CSV and plot")
+    comp.add_argument("--quiet", action="store_true", help="no per-run lines")
+    comp.set_defaults(run=_compare)
     return parser
 
 
