@@ -82,8 +82,9 @@ def _train_amortised(args: argparse.Namespace) -> dict:
 
 
 def _compare(args: argparse.Namespace) -> dict:
-    budget = args.budget or (evaluate.FAST_BUDGET if args.fast or is_fast()
-                             else evaluate.FULL_BUDGET)
+    budget = args.budget
+    if budget is None:
+        budget = evaluate.FAST_BUDGET if args.fast or is_fast() else evaluate.FULL_BUDGET
     started = time.perf_counter()
     table = evaluate.compare(args.domain, tuple(args.methods), args.seeds, budget, args.target,
                              progress=None if args.quiet else print)
