@@ -192,8 +192,9 @@ def run_method(method: str, target: toy2d.Toy2DTarget, budget: int, seed: int
     if lower_bound is None:
         with counter.paused(), torch.no_grad():
             family = toy2d.make_family()
-            lower_bound = elbo(trajectory_log_prob(result.policy, family, traj),
-                               trajectory_log_prob(prior, family, traj), traj.log_reward,
+            scored = traj[:FINAL_SAMPLES]  # guidance keeps many more particles than this
+            lower_bound = elbo(trajectory_log_prob(result.policy, family, scored),
+                               trajectory_log_prob(prior, family, scored), scored.log_reward,
                                target.beta)
     log_z = lower_bound if result.log_z is None else result.log_z
     metrics = target.evaluate(traj.x, log_z)
