@@ -181,6 +181,12 @@ RUNNERS = {"rtb": _run_rtb, "guidance": _run_guidance(False), "dps": _run_guidan
 def run_method(method: str, target: toy2d.Toy2DTarget, budget: int, seed: int
                ) -> dict[str, float]:
     """Run one method on a toy target within `budget` network evaluations; return metrics."""
+    return run_method_with_samples(method, target, budget, seed)[0]
+
+
+def run_method_with_samples(method: str, target: toy2d.Toy2DTarget, budget: int, seed: int
+                            ) -> tuple[dict[str, float], Tensor]:
+    """As `run_method`, also returning the method's final samples x [N, 2]."""
     torch.manual_seed(seed)
     prior = toy2d.load_prior()
     counter = EvalCounter()
@@ -197,13 +203,14 @@ def run_method(method: str, target: toy2d.Toy2DTarget, budget: int, seed: int
                                trajectory_log_prob(prior, family, scored), scored.log_reward,
                                target.beta)
     log_z = lower_bound if result.log_z is None else result.log_z
-    metrics = target.evaluate(traj.x, log_z)
-    return {"tv": metrics["tv"], "mass_in_modes": metrics["mass_in_modes"],
-            "modes_covered": metrics["modes_covered"],
-            "mean_log_r": mean_log_reward(traj.log_reward), "diversity": diversity(traj.x),
-            "log_z": log_z, "log_z_err": log_z_error(log_z, metrics["log_z_true"]),
-            "elbo": lower_bound, "evals": float(counter.count), "seconds": seconds,
-            **result.extra}
+    found = target.evaluate(traj.x, log_z)
+    metrics = {"tv": found["tv"], "mass_in_modes": found["mass_in_modes"],
+               "modes_covered": found["modes_covered"],
+               "mean_log_r": mean_log_reward(traj.log_reward), "diversity": diversity(traj.x),
+               "log_z": log_z, "log_z_err": log_z_error(log_z, found["log_z_true"]),
+               "elbo": lower_bound, "evals": float(counter.count), "seconds": seconds,
+               **result.extra}
+    return metrics, traj.x
 
 
 @dataclass
@@ -213,10 +220,12 @@ class Table:
     Attributes:
         values: values[method][metric] = [one value per seed].
         budget: network evaluations each method was given.
+        samples: each method's final samples for seed 0 (for side-by-side plots).
     """
 
     values: dict[str, dict[str, list[float]]]
     budget: int
+    samples: dict[str, Tensor] = field(default_factory=dict)  # method -> seed 0's x [N, 2]
 
     def summary(self) -> dict[str, dict[str, dict[str, float]]]:
         """{method: {metric: {"mean": m, "std": s}}} (std 0 for a single seed)."""
@@ -296,12 +305,14 @@ def compare(domain: str = "toy2d", methods: tuple[str, ...] = METHODS, seeds: in
         raise ValueError(f"budget must be > 0 network evaluations, got {budget}")
     toy_target = toy2d.get_target(target)
     values: dict[str, dict[str, list[float]]] = {}
+    samples: dict[str, Tensor] = {}
     for method in methods:
         for seed in range(seeds):
-            metrics = run_method(method, toy_target, budget, seed)
+            metrics, x = run_method_with_samples(method, toy_target, budget, seed)
+            samples.setdefault(method, x)
             for name, value in metrics.items():
                 values.setdefault(method, {}).setdefault(name, []).append(value)
             if progress is not None:
                 progress(f"{method} seed {seed}: tv {metrics['tv']:.3f}, "
                          f"{metrics['seconds']:.1f} s")
-    return Table(values, budget)
+    return Table(values, budget, samples)

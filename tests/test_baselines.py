@@ -93,6 +93,8 @@ def test_table_outputs(tmp_path):
     figure = table.plot()
     assert len(figure.axes) == 4
     json.dumps(table.to_dict())
+    assert set(table.samples) == {"importance", "guidance"}
+    assert table.samples["importance"].shape[1] == 2
 
 
 def test_cli_compare_prints_json_last(capsys, tmp_path):

@@ -13,12 +13,12 @@ import jupytext
 import pytest
 
 NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
-SOURCES = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py"))
+SOURCES = sorted(NOTEBOOKS.glob("[0-9][0-9]*_*.py"))
 
 
 def test_every_tutorial_exists():
     names = {p.stem for p in SOURCES}
-    assert {"00_quickstart", "01_toy_2d"} <= names
+    assert {"00_quickstart", "01_toy_2d", "01b_compare_2d"} <= names
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)

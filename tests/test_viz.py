@@ -196,6 +196,14 @@ def test_beta_panel_resamples_at_the_new_beta(nine_samples):
     assert panel.last_beta == 4.0  # clamped to the slider's range
 
 
+def test_panel_for_another_parameter_is_labelled_with_it(nine_samples, truth):
+    panel = BetaPanel(lambda zeta, n: nine_samples[:n], lambda zeta: truth, num_samples=50,
+                      name="ζ")
+    panel.set_beta(2.0)
+    assert panel.slider.description == "ζ"
+    assert panel.label.value.startswith("ζ = 2.00")
+
+
 def test_beta_panel_uses_evaluate_fn(nine_samples, truth):
     panel = BetaPanel(lambda beta, n: nine_samples[:n], lambda beta: truth, num_samples=10,
                       evaluate_fn=lambda beta, x: {"tv": beta, "n": x.shape[0]})

@@ -369,12 +369,15 @@ def make_trainer(target: Toy2DTarget | str = "25to9", config: TrainConfig | None
 def finetune(target: Toy2DTarget | str = "25to9", config: TrainConfig | None = None, *,
              prior: nn.Module | None = None, out_dir: str | Path | None = None,
              progress: bool = True, device: torch.device | str = "cpu",
-             callbacks: list | None = None, eval_callbacks: list | None = None) -> RTBTrainer:
+             callbacks: list | None = None, eval_callbacks: list | None = None,
+             trainer_cls: type[RTBTrainer] = RTBTrainer, **trainer_kwargs: Any) -> RTBTrainer:
     """Fine-tune the prior into the target's posterior with RTB; returns the trained trainer.
 
     The final metrics are ``trainer.evaluations[-1]`` (tv, mass_in_modes, log_z_err, ...).
-    Callbacks are passed to `RTBTrainer.train` (e.g. a live dashboard's on_step/on_eval).
+    Callbacks are passed to `RTBTrainer.train` (e.g. a live dashboard's on_step/on_eval);
+    `trainer_cls` and `trainer_kwargs` go to `make_trainer` (e.g. the RL baselines).
     """
-    trainer = make_trainer(target, config, prior=prior, out_dir=out_dir, device=device)
+    trainer = make_trainer(target, config, prior=prior, out_dir=out_dir, device=device,
+                           trainer_cls=trainer_cls, **trainer_kwargs)
     trainer.train(progress=progress, callbacks=callbacks, eval_callbacks=eval_callbacks)
     return trainer

@@ -47,8 +47,9 @@ def format_metrics(metrics: dict[str, Any]) -> str:
                       if isinstance(value, int | float))
 
 
-def beta_slider(value: float, betas: tuple[float, float]) -> widgets.FloatLogSlider:
-    """A log-scale beta slider over [betas[0], betas[1]] that fires only on release.
+def beta_slider(value: float, betas: tuple[float, float], name: str = "β"
+                ) -> widgets.FloatLogSlider:
+    """A log-scale slider (beta, or any positive scale) that fires only on release.
 
     Log scale because betas act multiplicatively: 1/4 and 4 sit symmetric around 1.
     """
@@ -58,7 +59,7 @@ def beta_slider(value: float, betas: tuple[float, float]) -> widgets.FloatLogSli
     span = math.log2(high) - math.log2(low)
     return widgets.FloatLogSlider(value=min(max(value, low), high), base=2,
                                   min=math.log2(low), max=math.log2(high), step=span / 80,
-                                  description="β", continuous_update=False,
+                                  description=name, continuous_update=False,
                                   readout_format=".2f")
 
 
@@ -157,6 +158,7 @@ class BetaPanel:
         evaluate_fn: ``evaluate_fn(beta, x) -> metrics``; default: the mode-weight TV
             against `truth_fn(beta)`.
         beta: initial value.
+        name: the parameter's symbol (a guidance scale or a KL weight works too).
 
     Attributes:
         widget: what to display.
@@ -169,10 +171,10 @@ class BetaPanel:
                  truth_fn: Callable[[float], GridTruth],
                  betas: tuple[float, float] = (0.25, 4.0), num_samples: int = 2000,
                  evaluate_fn: Callable[[float, Tensor], dict[str, float]] | None = None,
-                 beta: float = 1.0) -> None:
+                 beta: float = 1.0, name: str = "β") -> None:
         self.sample_fn, self.truth_fn, self.evaluate_fn = sample_fn, truth_fn, evaluate_fn
-        self.num_samples = num_samples
-        self.slider = beta_slider(beta, betas)
+        self.num_samples, self.name = num_samples, name
+        self.slider = beta_slider(beta, betas, name)
         self.label = widgets.HTML()
         self.output = widgets.Output()
         self.widget = widgets.VBox([self.slider, self.label, self.output])
@@ -196,18 +198,17 @@ class BetaPanel:
     def draw(self, beta: float) -> None:
         """Sample at `beta`, compare with the truth and redraw both panels."""
         truth = self.truth(beta)
-        with torch.no_grad():
-            x = self.sample_fn(beta, self.num_samples)
+        x = self.sample_fn(beta, self.num_samples)  # may train (an RL baseline): keep grad on
         if self.evaluate_fn is not None:
             metrics = self.evaluate_fn(beta, x)
         else:
             metrics = {"tv": total_variation(mode_weights(x, truth.centers), truth.mode_weights)}
         self.figure.clear()
         left, right = self.figure.subplots(1, 2)
-        plot_samples(left, x, truth, title=f"samples at β = {beta:.2f}")
+        plot_samples(left, x, truth, title=f"samples at {self.name} = {beta:.2f}")
         plot_density(right, truth, filled=True)
         right.set_title(f"exact posterior, log Z = {truth.log_z:.3f}")
-        self.label.value = f"β = {beta:.2f} · {format_metrics(metrics)}"
+        self.label.value = f"{self.name} = {beta:.2f} · {format_metrics(metrics)}"
         show_in(self.output, self.figure)
         self.last_beta, self.last_metrics = beta, metrics
 
