@@ -1,1 +1,2 @@
-"""Baselines RTB is compared with: guidance (biased), RL and importance sampling (later)."""
+"""Baselines RTB is compared with: guidance and DPS (biased), KL-regularised RL (DPOK,
+DDPO) and self-normalised importance sampling; `rtb_lab.evaluate` runs them side by side."""
