@@ -24,8 +24,9 @@ lab: install-lab
 
 test: install-test
 	$(BIN)/ruff check rtb_lab tests benchmarks
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --ignore=tests/browser
 	RTB_LAB_FAST=1 $(BIN)/python -m pytest --nbval-lax --nbval-cell-timeout=900 -p no:cacheprovider notebooks/
+	$(BIN)/python -m pytest tests/browser
 
 lint: install-test
 	$(BIN)/ruff check rtb_lab tests benchmarks
