@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -49,6 +50,10 @@ def _wait_until_up(proc: subprocess.Popen[bytes], url: str, token: str, log: Pat
     raise RuntimeError(f"jupyter lab did not answer within 120 s:\n{log.read_text()}")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 @pytest.fixture(scope="session")
 def chromium_path() -> Path:
     """Path of Debian's chromium; fails (not skips) without it, since CI installs it."""
@@ -62,6 +67,8 @@ def chromium_path() -> Path:
 def lab_server() -> Iterator[LabServer]:
     """JupyterLab on a free port with a random token, fast mode and throwaway config dirs."""
     port, token = _free_port(), secrets.token_hex(16)
+    # A SIGTERM (e.g. a CI timeout) should still run the teardown below and stop the server.
+    signal.signal(signal.SIGTERM, _interrupt)
     with tempfile.TemporaryDirectory(prefix="rtb-lab-jupyter-") as tmp:
         tmp_path = Path(tmp)
         _write_settings(tmp_path / "settings")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import nbformat
@@ -22,7 +23,7 @@ RUN_TIMEOUT_S = 300
 WIDGET_ERRORS = ("Error displaying widget", "model not found", "Failed to create view")
 
 # One JS snapshot of the notebook panel: prompts, kernel status, outputs, widgets, figures.
-SNAPSHOT_JS = """() => {
+SNAPSHOT_JS = r"""() => {
   const nb = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden)');
   if (!nb) return null;
   const prompts = [...nb.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]
@@ -38,7 +39,11 @@ SNAPSHOT_JS = """() => {
     .filter(e => e.textContent.trim() === 'Loading widget...').length;
   const figures = nb.querySelectorAll(
       '.jp-OutputArea-output img, .jp-OutputArea-output .js-plotly-plot').length;
-  return {prompts, status: indicator ? indicator.dataset.status : null, stderr, widgets,
+  // The toolbar indicator says idle before a kernel is connected; the status bar does not.
+  const bar = document.querySelector('.jp-StatusBar-Widget');
+  const connected = !!bar && /\| Idle/.test(bar.innerText);
+  return {prompts, status: indicator ? indicator.dataset.status : null, connected, stderr,
+          widgets,
           loading, figures, text: nb.innerText};
 }"""
 ERROR_TEXT = re.compile(r"Traceback|^\w*(Error|Exception)\b", re.MULTILINE)
@@ -49,12 +54,12 @@ def _snapshot(page: Page) -> dict:
     return page.evaluate(SNAPSHOT_JS) or {}
 
 
-def _wait_for(page: Page, done: object, timeout_s: float, what: str) -> dict:
+def _wait_for(page: Page, done: Callable[[dict], object], timeout_s: float, what: str) -> dict:
     """Poll the snapshot until `done(snapshot)` holds; raise TimeoutError naming `what`."""
     deadline = time.monotonic() + timeout_s
     while True:
         snap = _snapshot(page)
-        if snap and done(snap):  # type: ignore[operator]
+        if snap and done(snap):
             return snap
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}: "
@@ -69,9 +74,16 @@ def _all_ran(snap: dict) -> bool:
 
 
 def _run_all_cells(page: Page) -> None:
-    """Run > Run All Cells, through the menu bar like a reader would."""
-    page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Run$")).click()
-    page.locator(".lm-Menu-item:has(.lm-Menu-itemLabel:text-is('Run All Cells'))").click()
+    """Run > Run All Cells, through the menu bar like a reader would; check that it started."""
+    for _ in range(3):
+        page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Run$")).click()
+        page.locator(".lm-Menu-item:has(.lm-Menu-itemLabel:text-is('Run All Cells'))").click()
+        try:
+            _wait_for(page, lambda s: any(p != "[ ]:" for p in s["prompts"]), 20, "the run")
+            return
+        except TimeoutError:
+            page.keyboard.press("Escape")
+    raise TimeoutError("Run > Run All Cells did not start the notebook")
 
 
 def problems_in(snap: dict, expect_figure: bool = True) -> list[str]:
@@ -96,7 +108,8 @@ def notebook_problems(page: Page, server: LabServer, relpath: str, screenshot: P
     page.goto(server.notebook_url(relpath))
     problems: list[str] = []
     try:
-        _wait_for(page, lambda s: s["status"] == "idle" and s["prompts"], 120, "an idle kernel")
+        _wait_for(page, lambda s: s["status"] == "idle" and s["connected"], 120, "an idle kernel")
+        page.wait_for_timeout(1000)
         _run_all_cells(page)
     except (TimeoutError, PlaywrightTimeout) as exc:
         problems.append(str(exc))
@@ -111,6 +124,10 @@ def notebook_problems(page: Page, server: LabServer, relpath: str, screenshot: P
       const s = nb && nb.querySelector('.jp-WindowedPanel-outer');
       return s ? s.scrollHeight : 1000; }""")
     page.set_viewport_size({"width": 1400, "height": min(int(height) + 200, 16000)})
+    page.evaluate("""() => {
+      const nb = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden)');
+      const s = nb && nb.querySelector('.jp-WindowedPanel-outer');
+      if (s) s.scrollTop = 0; }""")
     page.wait_for_timeout(3000)
     screenshot.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(screenshot), full_page=True)
@@ -118,11 +135,11 @@ def notebook_problems(page: Page, server: LabServer, relpath: str, screenshot: P
 
 
 @pytest.fixture
-def page(browser: Browser) -> Page:
+def page(browser: Browser) -> Iterator[Page]:
     """A fresh browser context and page per notebook."""
     context = browser.new_context()
     try:
-        yield context.new_page()  # type: ignore[misc]
+        yield context.new_page()
     finally:
         context.close()
 
