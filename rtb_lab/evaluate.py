@@ -166,10 +166,9 @@ def _run_importance(target, prior, budget, seed, counter):
     result = importance_from_trajectories(spend_on_samples(draw, budget, counter, generator),
                                           target.beta)
     # Resampled final states stand in for the weighted particles in the sample metrics.
-    index = torch.multinomial(torch.softmax(result.log_weights.double(), 0), FINAL_SAMPLES,
-                              replacement=True, generator=generator)
+    resampled = result.resample_trajectories(FINAL_SAMPLES, generator)
     # The ELBO of the proposal (the prior itself) is E_p[beta log r].
-    return RunResult(result.traj[index], prior, result.log_z,
+    return RunResult(resampled, prior, result.log_z,
                      float(result.log_weights.double().mean()),
                      {"ess": result.ess, "ess_fraction": result.ess_fraction})
 

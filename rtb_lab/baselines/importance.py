@@ -48,11 +48,15 @@ class ImportanceResult:
         """ESS / N: the share of the particles that effectively counts."""
         return self.ess / self.traj.batch_size
 
+    def resample_trajectories(self, n: int, generator: torch.Generator | None = None
+                              ) -> Trajectory:
+        """n trajectories drawn with replacement in proportion to the weights."""
+        probs = torch.softmax(self.log_weights.double(), 0)
+        return self.traj[torch.multinomial(probs, n, replacement=True, generator=generator)]
+
     def resample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """[n, *event] samples drawn with replacement in proportion to the weights."""
-        probs = torch.softmax(self.log_weights.double(), 0)
-        index = torch.multinomial(probs, n, replacement=True, generator=generator)
-        return self.traj.x[index]
+        return self.resample_trajectories(n, generator).x
 
 
 def importance_from_trajectories(traj: Trajectory, beta: float) -> ImportanceResult:
