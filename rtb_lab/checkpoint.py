@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -94,3 +95,23 @@ def load_weights(path: str | Path, sha256: str | None = None) -> tuple[dict[str,
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"{path} is not a readable safetensors file: {error}") from error
     return tensors, metadata
+
+
+MANIFEST = "manifest.json"
+
+
+def assets_dir() -> Path:
+    """The package's shipped assets folder (weights, data subsets, manifest.json)."""
+    return Path(str(resources.files("rtb_lab") / "assets"))
+
+
+def shipped_asset(name: str) -> tuple[Path, str]:
+    """(path, recorded sha256) of a shipped asset listed in the assets manifest.
+
+    Raises:
+        CheckpointError: the asset is not in the manifest.
+    """
+    manifest = json.loads((assets_dir() / MANIFEST).read_text())
+    if name not in manifest:
+        raise CheckpointError(f"{name} is not a shipped asset (known: {sorted(manifest)})")
+    return assets_dir() / name, manifest[name]["sha256"]

@@ -1,9 +1,10 @@
 """The `rtb-lab` command line: train priors and fine-tune posteriors.
 
-    rtb-lab train-prior toy2d [--steps N] [--out FILE]
-    rtb-lab finetune toy2d [--target NAME] [--beta B] [--steps N] [--seed S] [--fast] [--out DIR]
-    rtb-lab train-amortised toy2d [--target NAME] [--beta-min A] [--beta-max B] [--out FILE]
-    rtb-lab compare toy2d [--methods M ...] [--seeds N] [--budget E] [--fast] [--out DIR]
+    rtb-lab train-prior toy2d|mnist [--steps N] [--out FILE]
+    rtb-lab train-classifier mnist [--epochs N] [--out FILE]
+    rtb-lab finetune toy2d|mnist [--target NAME] [--beta B] [--steps N] [--seed S] [--fast]
+    rtb-lab train-amortised toy2d|mnist [--target NAME] [--beta-min A] [--beta-max B]
+    rtb-lab compare toy2d|mnist [--methods M ...] [--seeds N] [--budget E] [--fast] [--out DIR]
 
 `finetune` prints progress, then one JSON object of final metrics as its last line;
 `compare` prints a markdown table, then the table as one JSON object.
@@ -19,16 +20,18 @@ from dataclasses import replace
 from pathlib import Path
 
 from rtb_lab import evaluate
+from rtb_lab.checkpoint import MANIFEST, assets_dir
 from rtb_lab.config import is_fast
 from rtb_lab.domains import toy2d, toy2d_amortised
 from rtb_lab.train import TrainConfig
 
-DOMAINS = ("toy2d",)
+DOMAINS = ("toy2d", "mnist")
+DEFAULT_TARGET = {"toy2d": "25to9", "mnist": "even"}
 
 
 def _record_asset(name: str, sha256: str, command: str, description: str) -> None:
     """Record a shipped file's sha256 and the command that made it in the manifest."""
-    manifest_path = toy2d.assets_dir() / toy2d.MANIFEST
+    manifest_path = assets_dir() / MANIFEST
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     manifest[name] = {"sha256": sha256, "command": command, "description": description}
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
@@ -36,17 +39,46 @@ def _record_asset(name: str, sha256: str, command: str, description: str) -> Non
 
 def _train_prior(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
-    model = toy2d.train_prior(steps=args.steps, hidden=args.hidden, seed=args.seed)
-    command = f"rtb-lab train-prior toy2d --steps {args.steps} --hidden {args.hidden} " \
-              f"--seed {args.seed}"
-    sha256 = toy2d.save_prior(model, args.out, command)
+    if args.domain == "mnist":
+        from rtb_lab.domains import mnist_prior
+
+        steps = args.steps or 4000
+        model = mnist_prior.train_prior(steps, seed=args.seed)
+        command = f"rtb-lab train-prior mnist --steps {steps} --seed {args.seed}"
+        sha256 = mnist_prior.save_prior(model, args.out, command)
+        description = "MNIST DDPM prior: diffusers UNet2DModel (16, 32, 32), EMA weights"
+    else:
+        steps = args.steps or 6000
+        model = toy2d.train_prior(steps=steps, hidden=args.hidden, seed=args.seed)
+        command = f"rtb-lab train-prior toy2d --steps {steps} --hidden {args.hidden} " \
+                  f"--seed {args.seed}"
+        sha256 = toy2d.save_prior(model, args.out, command)
+        description = "toy2d prior: 25-mode grid mixture"
     if args.update_manifest:
-        _record_asset(Path(args.out).name, sha256, command, "toy2d prior: 25-mode grid mixture")
+        _record_asset(Path(args.out).name, sha256, command, description)
     return {"out": str(args.out), "sha256": sha256,
             "seconds": round(time.perf_counter() - started, 2)}
 
 
+def _train_classifier(args: argparse.Namespace) -> dict:
+    from rtb_lab.domains import mnist_reward
+    from rtb_lab.domains.images import load_mnist
+
+    started = time.perf_counter()
+    model = mnist_reward.train_classifier(args.epochs, seed=args.seed)
+    test_accuracy = mnist_reward.accuracy(model, load_mnist("test"))
+    command = f"rtb-lab train-classifier mnist --epochs {args.epochs} --seed {args.seed}"
+    sha256 = mnist_reward.save_classifier(model, args.out, command, test_accuracy)
+    if args.update_manifest:
+        _record_asset(Path(args.out).name, sha256, command,
+                      f"MNIST reward classifier, test accuracy {test_accuracy:.4f}")
+    return {"out": str(args.out), "sha256": sha256, "test_accuracy": round(test_accuracy, 4),
+            "seconds": round(time.perf_counter() - started, 2)}
+
+
 def _finetune(args: argparse.Namespace) -> dict:
+    if args.domain == "mnist":
+        return _finetune_mnist(args)
     config = TrainConfig(seed=args.seed)
     if args.fast or is_fast():
         config = config.fast()
@@ -62,7 +94,41 @@ def _finetune(args: argparse.Namespace) -> dict:
     return metrics
 
 
+def _finetune_mnist(args: argparse.Namespace) -> dict:
+    from rtb_lab.domains import mnist, mnist_prior
+
+    config = replace(mnist.train_config(fast=args.fast or is_fast()), seed=args.seed)
+    if args.steps is not None:
+        config = config.with_steps(args.steps)
+    prior = mnist_prior.load_prior(args.prior) if args.prior else None
+    trainer = mnist.finetune(args.target, args.beta or 1.0, config, prior=prior,
+                             out_dir=args.out, progress=not args.quiet)
+    return {**trainer.evaluations[-1], "target": args.target, "beta": args.beta or 1.0,
+            "steps": trainer.step, "seconds": round(trainer.seconds, 2)}
+
+
+def _train_amortised_mnist(args: argparse.Namespace) -> dict:
+    from rtb_lab.domains import mnist
+
+    config = replace(mnist.CONDITIONAL_CONFIG, seed=args.seed)
+    if args.steps is not None:
+        config = config.with_steps(args.steps)
+    trainer = mnist.make_conditional_trainer(config, beta_range=(args.beta_min, args.beta_max))
+    trainer.train(progress=not args.quiet)
+    command = (f"rtb-lab train-amortised mnist --steps {trainer.config.steps} "
+               f"--beta-min {args.beta_min} --beta-max {args.beta_max} --seed {args.seed}")
+    sha256 = mnist.save_posterior(trainer.posterior, args.out, command,
+                                  {"beta_range": [args.beta_min, args.beta_max]})
+    if args.update_manifest:
+        _record_asset(Path(args.out).name, sha256, command, "MNIST LoRA posterior conditioned "
+                      f"on class set and beta in ({args.beta_min}, {args.beta_max})")
+    return {"out": str(args.out), "sha256": sha256, "steps": trainer.step,
+            "seconds": round(trainer.seconds, 2)}
+
+
 def _train_amortised(args: argparse.Namespace) -> dict:
+    if args.domain == "mnist":
+        return _train_amortised_mnist(args)
     config = replace(toy2d_amortised.AMORTISED_CONFIG, seed=args.seed)
     if args.steps is not None:
         config = replace(config, steps=args.steps)
@@ -84,9 +150,13 @@ def _train_amortised(args: argparse.Namespace) -> dict:
 def _compare(args: argparse.Namespace) -> dict:
     budget = args.budget
     if budget is None:
-        budget = evaluate.FAST_BUDGET if args.fast or is_fast() else evaluate.FULL_BUDGET
+        module = evaluate
+        if args.domain == "mnist":
+            from rtb_lab import evaluate_mnist as module
+        budget = module.FAST_BUDGET if args.fast or is_fast() else module.FULL_BUDGET
     started = time.perf_counter()
-    table = evaluate.compare(args.domain, tuple(args.methods), args.seeds, budget, args.target,
+    methods = tuple(args.methods) if args.methods else None
+    table = evaluate.compare(args.domain, methods, args.seeds, budget, args.target,
                              progress=None if args.quiet else print)
     print(table.to_markdown())
     if args.out is not None:
@@ -96,6 +166,18 @@ def _compare(args: argparse.Namespace) -> dict:
     return {**table.to_dict(), "seconds": round(time.perf_counter() - started, 2)}
 
 
+def _amortised_defaults(args: argparse.Namespace) -> None:
+    from rtb_lab.domains import mnist
+
+    module = mnist if args.domain == "mnist" else toy2d_amortised
+    low, high = module.BETA_RANGE
+    args.beta_min = low if args.beta_min is None else args.beta_min
+    args.beta_max = high if args.beta_max is None else args.beta_max
+    if args.out is None:
+        args.out = Path(mnist.CONDITIONAL_ASSET if args.domain == "mnist"
+                        else toy2d_amortised.AMORTISED_ASSET)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(prog="rtb-lab", description=__doc__.splitlines()[0])
@@ -103,17 +185,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     prior = sub.add_parser("train-prior", help="train a prior network and save it")
     prior.add_argument("domain", choices=DOMAINS)
-    prior.add_argument("--steps", type=int, default=6000)
+    prior.add_argument("--steps", type=int, default=None,
+                       help="default 6000 (toy2d) or 4000 (mnist)")
     prior.add_argument("--hidden", type=int, default=64)
     prior.add_argument("--seed", type=int, default=0)
-    prior.add_argument("--out", type=Path, default=Path("toy2d_prior.safetensors"))
+    prior.add_argument("--out", type=Path, default=None,
+                       help="default <domain>_prior.safetensors")
     prior.add_argument("--update-manifest", action="store_true",
                        help="record the file's sha256 in rtb_lab/assets/manifest.json")
     prior.set_defaults(run=_train_prior)
 
+    classifier = sub.add_parser("train-classifier", help="train the MNIST reward classifier")
+    classifier.add_argument("domain", choices=("mnist",))
+    classifier.add_argument("--epochs", type=int, default=10)
+    classifier.add_argument("--seed", type=int, default=0)
+    classifier.add_argument("--out", type=Path, default=Path("mnist_classifier.safetensors"))
+    classifier.add_argument("--update-manifest", action="store_true")
+    classifier.set_defaults(run=_train_classifier)
+
     tune = sub.add_parser("finetune", help="fine-tune a posterior with RTB")
     tune.add_argument("domain", choices=DOMAINS)
-    tune.add_argument("--target", default="25to9", help=f"one of {sorted(toy2d.TARGETS)}")
+    tune.add_argument("--target", default=None,
+                      help=f"toy2d: one of {sorted(toy2d.TARGETS)}; mnist: even, odd, a digit "
+                           "or digits like 17")
     tune.add_argument("--beta", type=float, default=None)
     tune.add_argument("--steps", type=int, default=None)
     tune.add_argument("--seed", type=int, default=0)
@@ -126,27 +220,29 @@ def build_parser() -> argparse.ArgumentParser:
     amortised = sub.add_parser("train-amortised",
                                help="train a posterior conditioned on beta and save it")
     amortised.add_argument("domain", choices=DOMAINS)
-    amortised.add_argument("--target", default="25to9")
+    amortised.add_argument("--target", default=None, help="toy2d only")
     amortised.add_argument("--steps", type=int, default=None)
-    amortised.add_argument("--beta-min", type=float, default=toy2d_amortised.BETA_RANGE[0])
-    amortised.add_argument("--beta-max", type=float, default=toy2d_amortised.BETA_RANGE[1])
+    amortised.add_argument("--beta-min", type=float, default=None,
+                           help="default 0.25 (toy2d), 0.5 (mnist)")
+    amortised.add_argument("--beta-max", type=float, default=None,
+                           help="default 4.0 (toy2d), 4.0 (mnist)")
     amortised.add_argument("--seed", type=int, default=0)
-    amortised.add_argument("--out", type=Path,
-                           default=Path(toy2d_amortised.AMORTISED_ASSET))
+    amortised.add_argument("--out", type=Path, default=None,
+                           help="default: the shipped asset's file name")
     amortised.add_argument("--update-manifest", action="store_true")
     amortised.add_argument("--quiet", action="store_true")
     amortised.set_defaults(run=_train_amortised)
 
     comp = sub.add_parser("compare", help="RTB against the baselines at an equal budget")
     comp.add_argument("domain", help=f"one of {list(evaluate.DOMAINS)}")
-    comp.add_argument("--methods", nargs="+", default=list(evaluate.METHODS),
-                      help=f"any of {list(evaluate.METHODS)}")
+    comp.add_argument("--methods", nargs="+", default=None,
+                      help=f"toy2d: any of {list(evaluate.METHODS)}; mnist: rtb dps dpok")
     comp.add_argument("--seeds", type=int, default=3)
     comp.add_argument("--budget", type=int, default=None,
                       help="network evaluations per method and seed")
-    comp.add_argument("--target", default="25to9")
+    comp.add_argument("--target", default=None, help="default 25to9 (toy2d), even (mnist)")
     comp.add_argument("--fast", action="store_true",
-                      help=f"budget {evaluate.FAST_BUDGET:,} instead of {evaluate.FULL_BUDGET:,}")
+                      help="the small budget (toy2d 6M, mnist 110k network evaluations)")
     comp.add_argument("--out", type=Path, default=None, help="directory for the CSV and plot")
     comp.add_argument("--quiet", action="store_true", help="no per-run lines")
     comp.set_defaults(run=_compare)
@@ -156,6 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `rtb-lab` command; returns the exit status."""
     args = build_parser().parse_args(argv)
+    if getattr(args, "out", "") is None and args.command == "train-prior":
+        args.out = Path(f"{args.domain}_prior.safetensors")
+    if args.command == "train-amortised":
+        _amortised_defaults(args)
+    if getattr(args, "target", "") is None:
+        args.target = DEFAULT_TARGET.get(args.domain, "25to9")
     try:
         result = args.run(args)
     except (KeyError, ValueError, RuntimeError) as error:

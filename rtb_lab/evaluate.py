@@ -35,9 +35,11 @@ from rtb_lab.metrics import diversity, elbo, log_z_error, mean_log_reward
 from rtb_lab.train import RTBTrainer, TrainConfig
 
 METHODS = ("rtb", "guidance", "dps", "dpok", "ddpo", "importance")
-DOMAINS = ("toy2d",)
+DOMAINS = ("toy2d", "mnist")
 METRICS = ("tv", "mass_in_modes", "modes_covered", "mean_log_r", "diversity", "log_z",
            "log_z_err", "elbo", "evals", "seconds")
+PLOT_METRICS = {"toy2d": ("tv", "modes_covered", "mean_log_r", "diversity"),
+                "mnist": ("mean_log_r", "in_set", "diversity", "fid")}
 # Budget of RTB at batch 128 for about 150 steps (3 passes of B*T rows per step), and 5x.
 FAST_BUDGET = 6_000_000
 FULL_BUDGET = 30_000_000
@@ -107,9 +109,10 @@ def spend_on_samples(draw: Callable[[int, torch.Generator], Trajectory], budget:
     return Trajectory.cat(parts)
 
 
-def train_within(trainer: RTBTrainer, budget: int, counter: EvalCounter) -> RunResult:
-    """Train until the next step would leave too little for FINAL_SAMPLES samples; sample."""
-    final_cost = FINAL_SAMPLES * trainer.family.num_steps
+def train_within(trainer: RTBTrainer, budget: int, counter: EvalCounter,
+                 final_samples: int = FINAL_SAMPLES) -> RunResult:
+    """Train until the next step would leave too little for `final_samples` samples; sample."""
+    final_cost = final_samples * trainer.family.num_steps
     before = counter.count
     trainer.train_step()
     step_cost = counter.count - before
@@ -121,7 +124,7 @@ def train_within(trainer: RTBTrainer, budget: int, counter: EvalCounter) -> RunR
     trainer.config = trainer.config.with_steps(max(steps, 1))
     while counter.count + step_cost + final_cost <= budget:
         trainer.train_step()
-    traj = trainer.sample(FINAL_SAMPLES, generator=trainer.generator)
+    traj = trainer.sample(final_samples, generator=trainer.generator)
     log_z = None if isinstance(trainer, RLTrainer) else trainer.current_log_z()
     return RunResult(traj, trainer.posterior, log_z, extra={"steps": float(trainer.step)})
 
@@ -224,13 +227,15 @@ class Table:
 
     values: dict[str, dict[str, list[float]]]
     budget: int
-    samples: dict[str, Tensor] = field(default_factory=dict)  # method -> seed 0's x [N, 2]
+    samples: dict[str, Tensor] = field(default_factory=dict)  # method -> seed 0's x [N, ...]
+    metrics: tuple[str, ...] = METRICS  # the columns, in order
+    domain: str = "toy2d"
 
     def summary(self) -> dict[str, dict[str, dict[str, float]]]:
         """{method: {metric: {"mean": m, "std": s}}} (std 0 for a single seed)."""
         return {method: {metric: {"mean": statistics.fmean(v),
                                   "std": statistics.stdev(v) if len(v) > 1 else 0.0}
-                         for metric, v in metrics.items() if metric in METRICS}
+                         for metric, v in metrics.items() if metric in self.metrics}
                 for method, metrics in self.values.items()}
 
     def to_dict(self) -> dict:
@@ -240,11 +245,11 @@ class Table:
 
     def to_markdown(self, digits: int = 3) -> str:
         """A markdown table, one row per method, cells "mean ± std"."""
-        lines = ["| method | " + " | ".join(METRICS) + " |",
-                 "|---" * (len(METRICS) + 1) + "|"]
+        lines = ["| method | " + " | ".join(self.metrics) + " |",
+                 "|---" * (len(self.metrics) + 1) + "|"]
         for method, metrics in self.summary().items():
             cells = [f"{metrics[m]['mean']:.{digits}g} ± {metrics[m]['std']:.2g}"
-                     for m in METRICS]
+                     for m in self.metrics]
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
@@ -253,17 +258,19 @@ class Table:
         path = Path(path)
         with path.open("w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["method"] + [f"{m}_{s}" for m in METRICS for s in ("mean", "std")])
+            writer.writerow(["method"] + [f"{m}_{s}" for m in self.metrics
+                                          for s in ("mean", "std")])
             for method, metrics in self.summary().items():
-                writer.writerow([method] + [metrics[m][s] for m in METRICS
+                writer.writerow([method] + [metrics[m][s] for m in self.metrics
                                             for s in ("mean", "std")])
         return path
 
-    def plot(self, metrics: tuple[str, ...] = ("tv", "modes_covered", "mean_log_r",
-                                               "diversity")):
+    def plot(self, metrics: tuple[str, ...] | None = None):
         """A matplotlib Figure: one bar chart (mean ± std over seeds) per metric."""
         from matplotlib.figure import Figure
 
+        if metrics is None:
+            metrics = PLOT_METRICS.get(self.domain, self.metrics[:4])
         summary = self.summary()
         methods = list(summary)
         figure = Figure(figsize=(3.2 * len(metrics), 3.0), layout="constrained")
@@ -272,21 +279,21 @@ class Table:
                    yerr=[summary[m][metric]["std"] for m in methods], capsize=3)
             ax.set_title(metric)
             ax.tick_params(axis="x", rotation=45)
-        figure.suptitle(f"toy2d, {self.budget:,} network evaluations per method")
+        figure.suptitle(f"{self.domain}, {self.budget:,} network evaluations per method")
         return figure
 
 
-def compare(domain: str = "toy2d", methods: tuple[str, ...] = METHODS, seeds: int = 3,
-            budget: int = FAST_BUDGET, target: str = "25to9",
+def compare(domain: str = "toy2d", methods: tuple[str, ...] | None = None, seeds: int = 3,
+            budget: int | None = None, target: str | None = None,
             progress: Callable[[str], None] | None = None) -> Table:
     """Run every method over `seeds` seeds with the same network-evaluation budget.
 
     Args:
-        domain: only "toy2d" for now.
-        methods: names in `METHODS`.
+        domain: "toy2d" or "mnist" (see `rtb_lab.evaluate_mnist`).
+        methods: names in `METHODS` (default: all of the domain's).
         seeds: number of seeds (0, 1, ..., seeds - 1).
-        budget: network evaluations per method and seed.
-        target: a toy2d target name.
+        budget: network evaluations per method and seed (default: the fast budget).
+        target: a toy2d target name, or an MNIST class set ("even", "3", ...).
         progress: called with a line after each run (e.g. print).
 
     Raises:
@@ -295,6 +302,13 @@ def compare(domain: str = "toy2d", methods: tuple[str, ...] = METHODS, seeds: in
     """
     if domain not in DOMAINS:
         raise KeyError(f"unknown domain {domain!r}; choose one of {list(DOMAINS)}")
+    if domain == "mnist":
+        from rtb_lab import evaluate_mnist
+
+        return evaluate_mnist.compare(methods, seeds, budget, target, progress)
+    methods = METHODS if methods is None else methods
+    budget = FAST_BUDGET if budget is None else budget
+    target = target or "25to9"
     unknown = [m for m in methods if m not in RUNNERS]
     if unknown or not methods:
         raise KeyError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")

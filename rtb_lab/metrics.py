@@ -65,3 +65,31 @@ def elbo(log_pf_post: Tensor, log_pf_prior: Tensor, log_reward: Tensor,
     A lower bound on log Z = log E_p[r^beta], tight exactly when q is the posterior.
     """
     return float((log_pf_prior + beta * log_reward - log_pf_post).double().mean())
+
+
+def cosine_diversity(features: Tensor, max_samples: int = 1000) -> float:
+    """Mean pairwise cosine distance 1 - cos(f_i, f_j) among feature vectors [N, D].
+
+    The paper's image diversity measure (on classifier features); 0 when all agree.
+    """
+    f = torch.nn.functional.normalize(features[:max_samples].double(), dim=1)
+    n = f.shape[0]
+    if n < 2:
+        return 0.0
+    similarity = f @ f.T
+    return float(1 - (similarity.sum() - similarity.diagonal().sum()) / (n * (n - 1)))
+
+
+def frechet_distance(features_a: Tensor, features_b: Tensor) -> float:
+    """Frechet distance between Gaussians fitted to two feature sets [N, D], [M, D].
+
+    ||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a^1/2 S_b S_a^1/2)^1/2): FID when the
+    features come from an image classifier (here our MNIST classifier, not Inception).
+    """
+    a, b = features_a.double(), features_b.double()
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
+    vals, vecs = torch.linalg.eigh(cov_a)
+    root_a = vecs @ torch.diag(vals.clamp_min(0).sqrt()) @ vecs.T
+    cross = torch.linalg.eigvalsh(root_a @ cov_b @ root_a).clamp_min(0).sqrt().sum()
+    return float((mu_a - mu_b).square().sum() + cov_a.trace() + cov_b.trace() - 2 * cross)

@@ -185,7 +185,9 @@ class LogZ(nn.Module):
 
 def backward_through_trajectories(loss_of_log_pf: Callable[[Tensor], Tensor],
                                   posterior: nn.Module, family: GaussianFamily,
-                                  traj: Trajectory, chunk_steps: int | None = None) -> Tensor:
+                                  traj: Trajectory, chunk_steps: int | None = None,
+                                  grad_steps: int | None = None,
+                                  generator: torch.Generator | None = None) -> Tensor:
     """Backpropagate a loss of the posterior's trajectory log-probs, chunk by chunk.
 
     With ``chunk_steps=None`` the T steps are scored in one batched pass with grad.
@@ -195,17 +197,25 @@ def backward_through_trajectories(loss_of_log_pf: Callable[[Tensor], Tensor],
     loss uses, e.g. log Z); (3) for each chunk of steps, backprop sum_b g_b * log q_chunk_b.
     Peak memory is then set by the chunk, not by T.
 
+    With `grad_steps` = S < T, step (3) backpropagates through S steps drawn uniformly
+    without replacement and scales them by T / S: an unbiased estimate of the gradient
+    (given the loss value, which still uses all T steps) at about S / T of the cost.
+
     Args:
         loss_of_log_pf: maps log q(tau) [B] to a scalar loss.
         posterior: the trainable policy.
         family: the transition family.
         traj: detached trajectories.
         chunk_steps: steps per chunk, or None for a single pass.
+        grad_steps: number of steps to backpropagate through (None: all).
+        generator: draws the subsampled steps.
 
     Returns:
         The (detached) loss value.
     """
-    if chunk_steps is None:
+    num_steps = traj.num_steps
+    subsample = grad_steps is not None and grad_steps < num_steps
+    if chunk_steps is None and not subsample:
         loss = loss_of_log_pf(trajectory_log_prob(posterior, family, traj))
         loss.backward()
         return loss.detach()
@@ -215,6 +225,14 @@ def backward_through_trajectories(loss_of_log_pf: Callable[[Tensor], Tensor],
     loss = loss_of_log_pf(log_pf)
     loss.backward()
     weight = log_pf.grad
-    for steps in chunked_steps(traj.num_steps, chunk_steps):
+    if subsample:
+        if grad_steps < 1:
+            raise ValueError(f"grad_steps must be >= 1, got {grad_steps}")
+        chosen = torch.randperm(num_steps, generator=generator)[:grad_steps].sort().values
+        weight = weight * (num_steps / grad_steps)
+        chunks = chosen.split(chunk_steps or grad_steps)
+    else:
+        chunks = chunked_steps(num_steps, chunk_steps)
+    for steps in chunks:
         (step_log_probs(posterior, family, traj, steps).sum(1) * weight).sum().backward()
     return loss.detach()

@@ -73,6 +73,8 @@ class TrainConfig:
         loss_clip: c in mean(relu(delta^2 - c)); 0 disables it.
         chunk_steps: score this many steps per network call with exact chunked
             gradients (bounded memory); None scores all T steps in one pass.
+        grad_steps: backpropagate through this many random steps per iteration, scaled
+            by T / grad_steps (unbiased given the loss; None: all steps).
         grad_clip: max gradient norm of the posterior network (None: no clipping).
         log_z_init: "importance" (log mean r^beta over prior samples) or a number.
         log_z_init_samples: prior samples for that estimate.
@@ -98,6 +100,7 @@ class TrainConfig:
     loss: Literal["rtb", "vargrad"] = "rtb"
     loss_clip: float = 0.0
     chunk_steps: int | None = None
+    grad_steps: int | None = None
     grad_clip: float | None = None
     log_z_init: Literal["importance"] | float = "importance"
     log_z_init_samples: int = 2000
@@ -143,6 +146,8 @@ class TrainConfig:
                              f"cond_groups {self.cond_groups}")
         if self.explore < 0:
             raise ValueError(f"explore must be >= 0, got {self.explore}")
+        if self.grad_steps is not None and self.grad_steps < 1:
+            raise ValueError(f"grad_steps must be >= 1 or None, got {self.grad_steps}")
 
 
 @contextmanager
@@ -315,7 +320,8 @@ class RTBTrainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.log_z_optimizer.zero_grad(set_to_none=True)
             loss = backward_through_trajectories(loss_of_log_pf, self.posterior, self.family,
-                                                 traj, self.config.chunk_steps)
+                                                 traj, self.config.chunk_steps,
+                                                 self.config.grad_steps, self.generator)
             if self.config.grad_clip is not None:
                 nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"],
                                          self.config.grad_clip)

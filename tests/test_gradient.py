@@ -58,3 +58,39 @@ def test_chunked_gradient_equals_sequential_autograd(chunk_steps, clip):
             torch.testing.assert_close(g_got, g_exp, atol=1e-5, rtol=1e-5)
     finally:
         torch.set_default_dtype(torch.float32)
+
+
+def test_subsampled_steps_give_an_unbiased_gradient():
+    # Backprop through S of T steps, scaled by T/S: the average over draws must match
+    # the exact gradient, and a single draw must differ from it (it is an estimate).
+    torch.manual_seed(0)
+    family = EulerMaruyama(num_steps=6, sigma2=5.0)
+    prior = freeze(DriftMLP(hidden=8))
+    posterior = posterior_from_prior(prior)
+    with torch.no_grad():
+        for p in posterior.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    traj = sample_trajectories(posterior, family, 16, (2,), explore=0.5,
+                               generator=torch.Generator().manual_seed(1))
+    log_r = torch.randn(16)
+    with torch.no_grad():
+        log_p = trajectory_log_prob(prior, family, traj)
+
+    def loss_of(log_q):
+        return squared_loss(rtb_residual(log_q, log_p, log_r, torch.tensor(0.2), 1.0))
+
+    def flat_grad(**kwargs):
+        posterior.zero_grad(set_to_none=True)
+        backward_through_trajectories(loss_of, posterior, family, traj, **kwargs)
+        return torch.cat([p.grad.flatten() for p in posterior.parameters()])
+
+    exact = flat_grad(chunk_steps=None)
+    generator = torch.Generator().manual_seed(2)
+    draws = torch.stack([flat_grad(chunk_steps=None, grad_steps=2, generator=generator)
+                         for _ in range(600)])
+    single_error = float((draws[0] - exact).norm() / exact.norm())
+    mean_error = float((draws.mean(0) - exact).norm() / exact.norm())
+    assert single_error > 0.05
+    assert mean_error < 0.05, f"average of 600 subsampled gradients is off by {mean_error:.3f}"
+    # grad_steps >= T is the exact gradient.
+    torch.testing.assert_close(flat_grad(chunk_steps=2, grad_steps=6), exact)

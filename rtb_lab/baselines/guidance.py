@@ -48,3 +48,34 @@ def sample_guided(prior: nn.Module, family: GaussianFamily, log_reward: Callable
     """Trajectories of the guided process (family must expose `sigma2`, e.g. EulerMaruyama)."""
     guided = GuidedDrift(prior, log_reward, family.sigma2, scale, denoise)
     return sample_trajectories(guided, family, batch_size, (2,), generator=generator)
+
+
+class GuidedEps(nn.Module):
+    """DPS for DDPM priors: the prior's noise prediction, shifted by the reward gradient.
+
+    With x0_hat(x_t) = (x_t - sqrt(1 - abar_t) eps(x_t)) / sqrt(abar_t), the guided noise
+    is ``eps - scale * sqrt(1 - abar_t) * grad_x log r(x0_hat(x_t))``, the gradient taken
+    through the prior's network (Chung et al., 2023). Same bias as `GuidedDrift`: the
+    reward of a point estimate replaces the expectation over the futures of x_t.
+
+    Args:
+        prior: the prior noise network ``eps(x, t)`` at training times t.
+        log_reward: ``log_r(x [B, C, H, W]) -> [B]``, differentiable.
+        alphas_cumprod: [N_train] of the prior's training schedule.
+        scale: guidance strength zeta.
+    """
+
+    def __init__(self, prior: nn.Module, log_reward: Callable[[Tensor], Tensor],
+                 alphas_cumprod: Tensor, scale: float = 1.0) -> None:
+        super().__init__()
+        self.prior, self.log_reward, self.scale = prior, log_reward, scale
+        self.register_buffer("alphas_cumprod", alphas_cumprod.float())
+
+    def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+        abar = self.alphas_cumprod[t.long()].view(-1, *([1] * (x.dim() - 1)))
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            eps = self.prior(x, t, cond)
+            x0 = ((x - (1 - abar).sqrt() * eps) / abar.sqrt()).clamp(-1, 1)
+            (grad,) = torch.autograd.grad(self.log_reward(x0).sum(), x)
+        return eps.detach() - self.scale * (1 - abar).sqrt() * grad

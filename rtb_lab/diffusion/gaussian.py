@@ -109,14 +109,18 @@ class EulerMaruyama(GaussianFamily):
 class DDPM(GaussianFamily):
     """Strided DDPM ancestral steps with fixed variance, for image priors.
 
-    The network predicts the noise eps of the training-time state; step k goes from
-    training time ``tau[k]`` to ``tau[k+1]`` (descending; the last target is the clean
-    image). The mean is the DDPM posterior mean q(x_prev | x, x0_hat) and the std the
-    fixed posterior std (``beta_tilde``), as in DDIM with eta = 1.
-    Exploration multiplies the std by ``1 + explore``.
+    The network predicts the noise eps of the training-time state. Step k goes from
+    training time ``tau[k]`` to ``tau[k+1]`` over T+1 descending times ``tau[0] =
+    N_train - 1, ..., tau[T] = 0``: the mean is the DDPM posterior mean
+    q(x_next | x, x0_hat) and the std the fixed posterior std sqrt(beta_tilde), as in
+    DDIM with eta = 1. The trajectory ends at training time 0 (noise std
+    sqrt(1 - abar_0) = 0.01 on the linear schedule), not at the clean x0: every step
+    then keeps a positive variance, so prior and posterior log-probs, and their RTB
+    ratio, stay finite. Exploration multiplies the std by ``1 + explore``.
 
     Args:
-        alphas_cumprod: [N_train] cumulative products of the training schedule.
+        alphas_cumprod: [N_train] cumulative products of the training schedule
+            (e.g. ``diffusers.DDPMScheduler(...).alphas_cumprod``).
         num_steps: number of sampling steps T (strided through the training steps).
         clip_x0: clamp the x0 estimate to [-clip_x0, clip_x0] (None: no clamp).
     """
@@ -124,14 +128,15 @@ class DDPM(GaussianFamily):
     def __init__(self, alphas_cumprod: Tensor, num_steps: int = 100,
                  clip_x0: float | None = 1.0) -> None:
         n_train = alphas_cumprod.numel()
-        if not 1 <= num_steps <= n_train:
-            raise ValueError(f"num_steps must be in [1, {n_train}], got {num_steps}")
+        if not 1 <= num_steps < n_train:
+            raise ValueError(f"num_steps must be in [1, {n_train - 1}], got {num_steps}")
         self.num_steps = num_steps
         self.clip_x0 = clip_x0
-        # Descending training times: tau[0] = N_train - 1, ..., tau[T-1] >= 0.
-        self.train_times = torch.linspace(n_train - 1, 0, num_steps).round().long()
-        a_now = alphas_cumprod[self.train_times]
-        a_next = torch.cat([alphas_cumprod[self.train_times[1:]], torch.ones(1)])
+        self.alphas_cumprod = alphas_cumprod.double()
+        # T+1 descending training times; step k starts at train_times[k].
+        self.train_times = torch.linspace(n_train - 1, 0, num_steps + 1).round().long()
+        a_now = self.alphas_cumprod[self.train_times[:-1]]
+        a_next = self.alphas_cumprod[self.train_times[1:]]
         self.abar_now = a_now.float()
         self.abar_next = a_next.float()
         self.beta_tilde = ((1 - a_next) / (1 - a_now) * (1 - a_now / a_next)).float()
@@ -150,17 +155,20 @@ class DDPM(GaussianFamily):
         noise = torch.randn(batch_size, *event_shape, generator=generator)
         return noise.to(device)
 
+    def predict_x0(self, net_out: Tensor, x: Tensor, k: Tensor) -> Tensor:
+        """The clean-image estimate (x - sqrt(1 - abar) eps) / sqrt(abar), clipped."""
+        a_now = _per_row(self.abar_now.to(x.device)[k], x)
+        x0 = (x - torch.sqrt(1 - a_now) * net_out) / torch.sqrt(a_now)
+        return x0 if self.clip_x0 is None else x0.clamp(-self.clip_x0, self.clip_x0)
+
     def mean_std(self, net_out, x, k):
         a_now = _per_row(self.abar_now.to(x.device)[k], x)
         a_next = _per_row(self.abar_next.to(x.device)[k], x)
-        x0 = (x - torch.sqrt(1 - a_now) * net_out) / torch.sqrt(a_now)
-        if self.clip_x0 is not None:
-            x0 = x0.clamp(-self.clip_x0, self.clip_x0)
+        x0 = self.predict_x0(net_out, x, k)
         alpha_step = a_now / a_next
         coef_x0 = torch.sqrt(a_next) * (1 - alpha_step) / (1 - a_now)
         coef_x = torch.sqrt(alpha_step) * (1 - a_next) / (1 - a_now)
-        # The last step lands on the clean image; keep a tiny floor so log-probs stay finite.
-        std = torch.sqrt(_per_row(self.beta_tilde.to(x.device)[k], x).clamp_min(1e-8))
+        std = torch.sqrt(_per_row(self.beta_tilde.to(x.device)[k], x))
         return coef_x0 * x0 + coef_x * x, std
 
     def explore_std(self, std, k, explore):

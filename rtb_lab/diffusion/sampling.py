@@ -54,23 +54,25 @@ def sample_trajectories(net: DriftNet, family: GaussianFamily, batch_size: int,
 
 
 def step_log_probs(net: DriftNet, family: GaussianFamily, traj: Trajectory,
-                   steps: range | None = None) -> Tensor:
+                   steps: range | Tensor | None = None) -> Tensor:
     """Per-step log-probs of a detached trajectory under `net`, in one batched call.
 
     Args:
         net: the policy to score under (gradients flow into it if enabled).
         family: the transition family.
         traj: trajectories with states [B, T+1, *event].
-        steps: which steps to score (a contiguous range; default all T).
+        steps: which steps to score: a range, a [S] tensor of step indices, or None (all T).
 
     Returns:
-        [B, len(steps)] log p(states[:, k+1] | states[:, k]) for k in steps.
+        [B, S] log p(states[:, k+1] | states[:, k]) for k in steps.
     """
     steps = steps if steps is not None else range(traj.num_steps)
-    batch, n_steps = traj.batch_size, len(steps)
-    x_now = traj.states[:, steps.start:steps.stop].flatten(0, 1)  # [B*S, *event]
-    x_next = traj.states[:, steps.start + 1:steps.stop + 1].flatten(0, 1)
-    k = torch.arange(steps.start, steps.stop, device=x_now.device).repeat(batch)
+    device = traj.states.device
+    index = torch.as_tensor(list(steps) if isinstance(steps, range) else steps, device=device)
+    batch, n_steps = traj.batch_size, len(index)
+    x_now = traj.states[:, index].flatten(0, 1)  # [B*S, *event]
+    x_next = traj.states[:, index + 1].flatten(0, 1)
+    k = index.repeat(batch)
     cond = None if traj.cond is None else traj.cond.repeat_interleave(n_steps, 0)
     net_out = net(x_now, family.time(k), cond)
     return family.log_prob(x_next, net_out, x_now, k).view(batch, n_steps)

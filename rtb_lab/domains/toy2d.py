@@ -20,7 +20,6 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from rtb_lab.checkpoint import CheckpointError, load_weights, save_weights
+from rtb_lab.checkpoint import MANIFEST, CheckpointError, assets_dir, load_weights, save_weights
 from rtb_lab.diffusion import EulerMaruyama
 from rtb_lab.domains.gmm import GaussianMixture, grid_mixture
 from rtb_lab.metrics import mass_in_modes, mode_weights, modes_covered, total_variation
@@ -38,7 +37,6 @@ from rtb_lab.train import RTBTrainer, TrainConfig
 
 NUM_STEPS, SIGMA2 = 100, 5.0
 PRIOR_ASSET = "toy2d_prior.safetensors"
-MANIFEST = "manifest.json"
 NINE_WEIGHTS = (4, 10, 4, 5, 10, 5, 4, 15, 4)
 # The configuration `benchmarks/bench_toy2d.py` times to TV <= 0.05 (batch 128, lr 1e-3).
 BENCH_CONFIG = TrainConfig(steps=1500, batch_size=128, eval_every=0)
@@ -283,11 +281,6 @@ def train_prior(prior: GaussianMixture | None = None, *, steps: int = 6000,
         optimizer.step()
         schedule.step()
     return freeze(model)
-
-
-def assets_dir() -> Path:
-    """The package's shipped assets folder."""
-    return Path(str(resources.files("rtb_lab") / "assets"))
 
 
 def save_prior(model: EndpointDrift, path: str | Path, command: str) -> str:

@@ -1,0 +1,233 @@
+"""MNIST: data, classifier reward, LoRA posterior, DPS, metrics and bad input."""
+
+from __future__ import annotations
+
+import gzip
+import math
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from rtb_lab.baselines.guidance import GuidedEps
+from rtb_lab.checkpoint import CheckpointError
+from rtb_lab.diffusion import sample_trajectories, trajectory_log_prob
+from rtb_lab.domains import images, mnist, mnist_prior, mnist_reward
+from rtb_lab.metrics import cosine_diversity, frechet_distance
+from rtb_lab.rtb import freeze
+from rtb_lab.train import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def tiny_prior():
+    """A random (untrained) small UNet prior: enough to test the machinery quickly."""
+    torch.manual_seed(0)
+    prior = freeze(mnist_prior.EpsNet(mnist_prior.make_unet((8, 16, 16))))
+    prior.sha256 = "tiny-prior"
+    return prior
+
+
+# ---------------------------------------------------------------------------- data
+def test_offline_subset_has_the_documented_size_and_type(capsys):
+    train = images.load_mnist("train", source="offline")
+    test = images.load_mnist("test", source="offline")
+    assert "offline MNIST subset" in capsys.readouterr().out  # says which source
+    assert train.images.shape == (12_000, 28, 28) and train.images.dtype == np.uint8
+    assert test.images.shape == (2_000, 28, 28)
+    assert set(np.unique(train.labels)) == set(range(10))
+    x, y = test.tensors(5)
+    assert x.shape == (5, 1, 28, 28) and x.min() >= -1 and x.max() <= 1 and y.dtype == torch.long
+    np.testing.assert_array_equal(images.to_pixels(x), test.images[:5])  # exact round trip
+
+
+def test_read_idx_parses_a_hand_written_file(tmp_path):
+    path = tmp_path / "tiny-idx3-ubyte.gz"
+    payload = bytes(range(12))
+    with gzip.open(path, "wb") as handle:
+        handle.write(b"\x00\x00\x08\x03" + struct.pack(">III", 2, 2, 3) + payload)
+    array = images.read_idx(path)
+    np.testing.assert_array_equal(array, np.arange(12, dtype=np.uint8).reshape(2, 2, 3))
+
+
+def test_failed_download_says_so_quickly(tmp_path, monkeypatch):
+    monkeypatch.setenv("RTB_LAB_CACHE", str(tmp_path))
+    monkeypatch.setattr(images, "MNIST_MIRRORS", ("http://127.0.0.1:9/",))
+    with pytest.raises(images.DatasetError, match="source='offline'"):
+        images.load_mnist("test", source="full", timeout=2.0)
+
+
+def test_download_rejects_a_checksum_mismatch(tmp_path):
+    source = tmp_path / "file.bin"
+    source.write_bytes(b"not mnist")
+    with pytest.raises(images.DatasetError, match="sha256"):
+        images.download(source.as_uri(), tmp_path / "out.bin", "0" * 64)
+    assert not (tmp_path / "out.bin").exists()
+
+
+def test_bad_split_or_source_is_named():
+    with pytest.raises(ValueError, match="split"):
+        images.load_mnist("validation")
+    with pytest.raises(ValueError, match="source"):
+        images.load_mnist("train", source="internet")
+
+
+# ---------------------------------------------------------------------- reward
+def test_shipped_classifier_is_accurate_on_the_shipped_test_split():
+    classifier = mnist_reward.load_classifier()
+    accuracy = mnist_reward.accuracy(classifier, images.load_mnist("test", verbose=False))
+    assert accuracy >= 0.97
+
+
+def test_class_sets_parse_and_reject_bad_names():
+    assert mnist_reward.parse_classes("even") == (0, 2, 4, 6, 8)
+    assert mnist_reward.parse_classes("Odd") == (1, 3, 5, 7, 9)
+    assert mnist_reward.parse_classes("71") == (1, 7)
+    assert mnist_reward.parse_classes(3) == (3,)
+    assert mnist_reward.parse_classes([4, 4, 2]) == (2, 4)
+    with pytest.raises(ValueError, match="unknown class set 'prime'"):
+        mnist_reward.parse_classes("prime")
+    with pytest.raises(ValueError, match=r"0\.\.9"):
+        mnist_reward.parse_classes([3, 10])
+    with pytest.raises(ValueError, match="empty"):
+        mnist_reward.parse_classes([])
+
+
+def test_class_set_log_prob_is_the_log_of_the_best_class_in_the_set():
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            return torch.tensor([[0.0, math.log(2.0), math.log(5.0)] + [-1e9] * 7])
+
+    x = torch.zeros(1, 1, 28, 28)
+    got = mnist_reward.class_set_log_prob(Fixed(), x, mnist_reward.class_mask([0, 1]))
+    assert float(got) == pytest.approx(math.log(2 / 8))  # softmax over 1, 2, 5
+    got = mnist_reward.class_set_log_prob(Fixed(), x, mnist_reward.class_mask("even"))
+    assert float(got) == pytest.approx(math.log(5 / 8))
+
+
+def test_conditions_round_trip_and_reject_bad_beta():
+    cond = mnist_reward.make_condition("odd", 2.0, n=3)
+    mask, beta = mnist_reward.split_condition(cond)
+    assert cond.shape == (3, 11) and mask[0].tolist() == [0, 1] * 5
+    torch.testing.assert_close(beta, torch.full((3,), 2.0))
+    with pytest.raises(ValueError, match="beta"):
+        mnist_reward.make_condition("odd", 0.0)
+    with pytest.raises(ValueError, match=r"\[B, 11\]"):
+        mnist_reward.split_condition(torch.zeros(3, 10))
+
+
+def test_classifier_rejects_wrong_image_shapes():
+    classifier = mnist_reward.DigitClassifier(width=4)
+    with pytest.raises(ValueError, match=r"\[B, 1, 28, 28\]"):
+        classifier(torch.zeros(2, 28, 28))
+
+
+# ------------------------------------------------------------------- posterior
+@pytest.mark.parametrize("conditional", [False, True])
+def test_zero_init_lora_posterior_equals_the_prior(tiny_prior, conditional):
+    posterior = mnist.make_posterior(tiny_prior, rank=4, conditional=conditional)
+    family = mnist_prior.make_family(5)
+    cond = mnist_reward.make_condition("even", 1.5, n=6) if conditional else None
+    traj = sample_trajectories(tiny_prior, family, 6, mnist_prior.IMAGE_SHAPE, cond=cond,
+                               explore=0.3, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(trajectory_log_prob(posterior, family, traj),
+                                   trajectory_log_prob(tiny_prior, family, traj))
+    trainable = {n for n, p in posterior.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or n.startswith("cond_embed.") for n in trainable)
+    assert all(not p.requires_grad for p in tiny_prior.parameters())
+
+
+def test_a_training_step_moves_the_adapter_and_leaves_the_prior(tiny_prior):
+    before = {k: v.clone() for k, v in tiny_prior.state_dict().items()}
+    config = TrainConfig(steps=2, batch_size=4, explore=0.2, chunk_steps=2, eval_every=0,
+                         log_z_init_samples=8, grad_steps=3)
+    classifier = mnist_reward.DigitClassifier(width=4)
+    trainer = mnist.make_trainer("even", 1.0, config, prior=tiny_prior,
+                                 classifier=freeze(classifier), num_steps=5)
+    trainer.train(progress=False)
+    assert trainer.step == 2 and math.isfinite(trainer.history[-1]["loss"])
+    moved = [float(t.abs().max()) for n, t in trainer.posterior.adapter_state_dict().items()
+             if "lora_B" in n]
+    assert max(moved) > 0
+    for key, value in tiny_prior.state_dict().items():
+        torch.testing.assert_close(value, before[key])
+
+
+def test_posterior_inputs_are_checked(tiny_prior):
+    posterior = mnist.make_posterior(tiny_prior, rank=2, conditional=True)
+    t = torch.zeros(2)
+    with pytest.raises(ValueError, match=r"images \[B, 1, 28, 28\]"):
+        posterior(torch.zeros(2, 1, 32, 32), t, torch.zeros(2, 11))
+    with pytest.raises(ValueError, match=r"conditions \[B, 11\]"):
+        posterior(torch.zeros(2, 1, 28, 28), t, None)
+    with pytest.raises(ValueError, match="beta"):
+        mnist.make_trainer("even", -1.0, prior=tiny_prior,
+                           classifier=mnist_reward.DigitClassifier(4))
+    with pytest.raises(ValueError, match="unknown class set"):
+        mnist.make_trainer("primes", 1.0, prior=tiny_prior,
+                           classifier=mnist_reward.DigitClassifier(4))
+
+
+def test_adapter_round_trip_and_refusal_for_another_prior(tiny_prior, tmp_path):
+    posterior = mnist.make_posterior(tiny_prior, rank=2, conditional=True)
+    with torch.no_grad():
+        for name, param in posterior.named_parameters():
+            if param.requires_grad:
+                param.normal_()
+    path = tmp_path / "adapter.safetensors"
+    mnist.save_posterior(posterior, path, "test")
+    loaded = mnist.load_posterior(tiny_prior, path)
+    x, t = torch.randn(3, 1, 28, 28), torch.tensor([10.0, 500.0, 900.0])
+    cond = mnist_reward.make_condition([1, 7], 2.0, n=3)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, t, cond), posterior(x, t, cond))
+    other = freeze(mnist_prior.EpsNet(mnist_prior.make_unet((8, 16, 16))))
+    other.sha256 = "another-prior"
+    with pytest.raises(CheckpointError, match="another prior"):
+        mnist.load_posterior(other, path)
+    with pytest.raises(CheckpointError, match="not found"):
+        mnist.load_posterior(tiny_prior, tmp_path / "missing.safetensors")
+
+
+def test_prior_checkpoint_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        mnist_prior.load_prior(tmp_path / "nope.safetensors")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError):
+        mnist_prior.load_prior(bad)
+    with pytest.raises(CheckpointError, match="not an MNIST prior"):
+        mnist_prior.load_prior(mnist_reward.__file__.replace("domains/mnist_reward.py",
+                                                             "assets/toy2d_prior.safetensors"))
+
+
+# ---------------------------------------------------------------- DPS, metrics
+def test_dps_with_a_flat_reward_is_the_prior_and_follows_the_gradient(tiny_prior):
+    abar = mnist_prior.make_scheduler().alphas_cumprod
+    x, t = torch.randn(2, 1, 28, 28), torch.tensor([100.0, 700.0])
+    flat = GuidedEps(tiny_prior, lambda x0: x0.sum((1, 2, 3)) * 0.0, abar, scale=3.0)
+    with torch.no_grad():
+        eps = tiny_prior(x, t)
+    torch.testing.assert_close(flat(x, t), eps)
+    # log r(x0) = sum(x0) (unclipped region): grad_x = 1 / sqrt(abar) * (I - J terms);
+    # with a zero prior network the Jacobian term vanishes, so grad = 1 / sqrt(abar).
+    zero = freeze(mnist_prior.EpsNet(mnist_prior.make_unet((8, 16, 16))))
+    for p in zero.parameters():
+        p.data.zero_()
+    linear = GuidedEps(zero, lambda x0: x0.sum((1, 2, 3)), abar, scale=2.0)
+    x_small = 0.01 * torch.randn(2, 1, 28, 28)  # stays inside the x0 clip
+    a = abar[t.long()].float().view(-1, 1, 1, 1)
+    expected = -2.0 * (1 - a).sqrt() / a.sqrt() * torch.ones_like(x_small)
+    torch.testing.assert_close(linear(x_small, t), expected)
+
+
+def test_cosine_diversity_and_frechet_distance_by_hand():
+    features = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    # Pairs: (0,1) cos 0, (0,2) cos 1, (1,2) cos 0 -> mean distance 2/3.
+    assert cosine_diversity(features) == pytest.approx(2 / 3)
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(20_000, 3, generator=g)
+    b = torch.randn(20_000, 3, generator=g) + torch.tensor([2.0, 0.0, 0.0])
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    assert frechet_distance(a, b) == pytest.approx(4.0, abs=0.1)  # |mu|^2, same covariance
