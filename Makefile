@@ -19,8 +19,11 @@ install-lab: $(BIN)/python
 install-test: $(BIN)/python
 	$(PIP) install --quiet "$(TORCH)" -e ".[notebooks,test,dev]"
 
+# Jupyter refuses to run as root without --allow-root (containers, CI machines).
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
+
 lab: install-lab
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab $(ALLOW_ROOT) notebooks/
 
 test: install-test
 	$(BIN)/ruff check rtb_lab tests benchmarks
