@@ -22,7 +22,13 @@ from rtb_lab.baselines.guidance import GuidedEps
 from rtb_lab.baselines.rl import RLTrainer, rl_config
 from rtb_lab.diffusion import sample_trajectories
 from rtb_lab.domains import mnist
-from rtb_lab.domains.mnist_prior import IMAGE_SHAPE, load_prior, make_family, make_scheduler
+from rtb_lab.domains.mnist_prior import (
+    IMAGE_SHAPE,
+    decode,
+    load_prior,
+    make_family,
+    make_scheduler,
+)
 from rtb_lab.domains.mnist_reward import class_set_reward, load_classifier, parse_classes
 from rtb_lab.evaluate import DPOK_KL_WEIGHT, RL_LR, EvalCounter, RunResult, Table, train_within
 
@@ -59,7 +65,7 @@ def _run_dps(classes, prior, classifier, budget, seed, counter):
     guided = GuidedEps(prior, log_reward, make_scheduler().alphas_cumprod, DPS_SCALE)
     traj = sample_trajectories(guided, make_family(), FINAL_SAMPLES, IMAGE_SHAPE,
                                generator=torch.Generator().manual_seed(seed))
-    return RunResult(traj.with_log_reward(log_reward(traj.x).detach()), guided, None)
+    return RunResult(traj.with_log_reward(log_reward(decode(prior, traj.x))), guided, None)
 
 
 RUNNERS = {"rtb": _run_rtb, "dps": _run_dps, "dpok": _run_dpok}
@@ -74,13 +80,14 @@ def run_method(method: str, classes: str, budget: int, seed: int
     counter.attach(prior.unet)
     started = time.perf_counter()
     result = RUNNERS[method](classes, prior, classifier, budget, seed, counter)
+    with counter.paused():
+        x = decode(prior, result.traj.x)
     seconds = time.perf_counter() - started
-    found = mnist.evaluate_images(result.traj.x, classes, classifier,
-                                  mnist.target_images(classes))
+    found = mnist.evaluate_images(x, classes, classifier, mnist.target_images(classes))
     metrics = {"mean_log_r": found["mean_log_reward"], "in_set": found["in_set"],
                "diversity": found["diversity"], "fid": found["fid"],
                "evals": float(counter.count), "seconds": seconds, **result.extra}
-    return metrics, result.traj.x
+    return metrics, x
 
 
 def compare(methods: tuple[str, ...] | None = None, seeds: int = 1, budget: int | None = None,

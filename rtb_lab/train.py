@@ -71,6 +71,9 @@ class TrainConfig:
         replay_prioritised: draw replayed trajectories by reward rank (else uniformly).
         loss: "rtb" (learned log Z) or "vargrad" (batch estimate per condition group).
         loss_clip: c in mean(relu(delta^2 - c)); 0 disables it.
+        residual_per_beta: divide each residual by its beta. Same optimum (delta = 0),
+            but conditions with a large beta no longer dominate the gradient of an
+            amortised posterior (their residuals scale with beta * log r).
         chunk_steps: score this many steps per network call with exact chunked
             gradients (bounded memory); None scores all T steps in one pass.
         grad_steps: backpropagate through this many random steps per iteration, scaled
@@ -99,6 +102,7 @@ class TrainConfig:
     replay_prioritised: bool = True
     loss: Literal["rtb", "vargrad"] = "rtb"
     loss_clip: float = 0.0
+    residual_per_beta: bool = False
     chunk_steps: int | None = None
     grad_steps: int | None = None
     grad_clip: float | None = None
@@ -305,6 +309,8 @@ class RTBTrainer:
                 log_z = self.log_z(traj.cond)
                 residual = rtb_residual(log_pf_post, log_pf_prior, traj.log_reward, log_z, beta)
                 info["log_z"] = float(log_z.detach().mean())
+            if self.config.residual_per_beta:
+                residual = residual / beta
             info["residual_abs"] = float(residual.detach().abs().mean())
             return squared_loss(residual, self.config.loss_clip)
 

@@ -172,7 +172,7 @@ def test_posterior_inputs_are_checked(tiny_prior):
 def test_adapter_round_trip_and_refusal_for_another_prior(tiny_prior, tmp_path):
     posterior = mnist.make_posterior(tiny_prior, rank=2, conditional=True)
     with torch.no_grad():
-        for name, param in posterior.named_parameters():
+        for param in posterior.parameters():
             if param.requires_grad:
                 param.normal_()
     path = tmp_path / "adapter.safetensors"
@@ -231,3 +231,26 @@ def test_cosine_diversity_and_frechet_distance_by_hand():
     b = torch.randn(20_000, 3, generator=g) + torch.tensor([2.0, 0.0, 0.0])
     assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
     assert frechet_distance(a, b) == pytest.approx(4.0, abs=0.1)  # |mu|^2, same covariance
+
+
+def test_prior_bank_trainer_mixes_resampled_prior_trajectories(tiny_prior):
+    classifier = freeze(mnist_reward.DigitClassifier(width=4))
+    config = TrainConfig(steps=1, batch_size=8, cond_groups=2, loss="vargrad", explore=0.2,
+                         eval_every=0, log_z_init_samples=4, chunk_steps=None)
+    trainer = mnist.make_conditional_trainer(config, prior=tiny_prior, classifier=classifier,
+                                             bank_size=6, bank_per_group=1, num_steps=3)
+    batch = trainer.collect()
+    assert batch.batch_size == 8 and batch.cond.shape == (8, 11)
+    # Fresh rows first (3 per group), then one bank row per group, with its group's condition.
+    bank_rows = {tuple(s.flatten()[:5].tolist()) for s in trainer.bank.states}
+    assert all(tuple(s.flatten()[:5].tolist()) in bank_rows for s in batch.states[-2:])
+    assert torch.equal(batch.cond[-2], batch.cond[0]) and torch.equal(batch.cond[-1], batch.cond[3])
+    trainer.train(progress=False)
+    assert trainer.step == 1 and math.isfinite(trainer.history[-1]["loss"])
+    with pytest.raises(ValueError, match="bank_per_group"):
+        mnist.PriorBankTrainer(trainer.prior, mnist.make_posterior(tiny_prior, 2, True),
+                               trainer.family, trainer.log_reward_fn, (1, 28, 28), config,
+                               cond_sampler=mnist.sample_conditions(),
+                               beta_of_cond=lambda c: mnist_reward.split_condition(c)[1],
+                               bank=trainer.bank, bank_log_probs=trainer.bank_log_probs,
+                               bank_per_group=4)

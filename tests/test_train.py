@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rtb_lab.checkpoint import CheckpointError
-from rtb_lab.diffusion import EulerMaruyama
+from rtb_lab.diffusion import EulerMaruyama, trajectory_log_prob
 from rtb_lab.nets import DriftMLP, ResidualPosterior, posterior_from_prior
 from rtb_lab.train import RTBTrainer, TrainConfig
 
@@ -157,3 +157,19 @@ def test_with_steps_scales_the_exploration_schedule():
     config = TrainConfig(steps=600, explore_hold=50, explore_end=300).with_steps(120)
     assert (config.steps, config.explore_hold, config.explore_end) == (120, 10, 60)
     assert config.explore_at(9) == 0.5 and config.explore_at(60) == 0.0
+
+
+def test_residual_per_beta_divides_the_loss_by_beta_squared(tiny_prior):
+    # Same batch, beta = 2: the per-beta residual is delta / 2, so the loss is a quarter.
+    losses = []
+    for per_beta in (False, True):
+        config = TrainConfig(steps=1, batch_size=16, beta=2.0, explore=0.0, eval_every=0,
+                             log_z_init_samples=32, residual_per_beta=per_beta, seed=1)
+        trainer = make(tiny_prior, config)
+        traj = trainer.collect()
+        loss_of_log_pf, _ = trainer.loss_fn(traj)
+        with torch.no_grad():
+            losses.append(float(loss_of_log_pf(trajectory_log_prob(
+                trainer.posterior, trainer.family, traj))))
+    assert losses[0] > 1e-3
+    assert losses[1] == pytest.approx(losses[0] / 4, rel=1e-5)

@@ -111,30 +111,42 @@ class DDPM(GaussianFamily):
 
     The network predicts the noise eps of the training-time state. Step k goes from
     training time ``tau[k]`` to ``tau[k+1]`` over T+1 descending times ``tau[0] =
-    N_train - 1, ..., tau[T] = 0``: the mean is the DDPM posterior mean
+    N_train - 1, ..., tau[T] = end_time``: the mean is the DDPM posterior mean
     q(x_next | x, x0_hat) and the std the fixed posterior std sqrt(beta_tilde), as in
-    DDIM with eta = 1. The trajectory ends at training time 0 (noise std
-    sqrt(1 - abar_0) = 0.01 on the linear schedule), not at the clean x0: every step
-    then keeps a positive variance, so prior and posterior log-probs, and their RTB
-    ratio, stay finite. Exploration multiplies the std by ``1 + explore``.
+    DDIM with eta = 1. Every step keeps a positive variance, so prior and posterior
+    log-probs, and their RTB ratio, stay finite.
+
+    Why `end_time`: the last steps of a DDPM have tiny variances (std 0.01 into
+    training time 0), and a log-ratio of Gaussians with std sigma scales as
+    (mean shift / sigma)^2 summed over every pixel: an invisible change of the last
+    mean then dominates the RTB residual and its gradient. Ending the stochastic part
+    at, say, time 50 (std ~0.13 for the last step) and mapping x_T to an image with the
+    frozen prior's deterministic x0 estimate (see `predict_x0_at_end`) keeps RTB exact
+    for the target p(x_T) r(decode(x_T))^beta while avoiding that ill-conditioning.
+    Exploration multiplies the std by ``1 + explore``.
 
     Args:
         alphas_cumprod: [N_train] cumulative products of the training schedule
             (e.g. ``diffusers.DDPMScheduler(...).alphas_cumprod``).
         num_steps: number of sampling steps T (strided through the training steps).
         clip_x0: clamp the x0 estimate to [-clip_x0, clip_x0] (None: no clamp).
+        end_time: training time of the final state x_T (0: the least noisy state).
     """
 
     def __init__(self, alphas_cumprod: Tensor, num_steps: int = 100,
-                 clip_x0: float | None = 1.0) -> None:
+                 clip_x0: float | None = 1.0, end_time: int = 0) -> None:
         n_train = alphas_cumprod.numel()
-        if not 1 <= num_steps < n_train:
-            raise ValueError(f"num_steps must be in [1, {n_train - 1}], got {num_steps}")
+        if not 0 <= end_time < n_train - 1:
+            raise ValueError(f"end_time must be in [0, {n_train - 2}], got {end_time}")
+        if not 1 <= num_steps < n_train - end_time:
+            raise ValueError(f"num_steps must be in [1, {n_train - end_time - 1}], "
+                             f"got {num_steps}")
         self.num_steps = num_steps
         self.clip_x0 = clip_x0
+        self.end_time = end_time
         self.alphas_cumprod = alphas_cumprod.double()
         # T+1 descending training times; step k starts at train_times[k].
-        self.train_times = torch.linspace(n_train - 1, 0, num_steps + 1).round().long()
+        self.train_times = torch.linspace(n_train - 1, end_time, num_steps + 1).round().long()
         a_now = self.alphas_cumprod[self.train_times[:-1]]
         a_next = self.alphas_cumprod[self.train_times[1:]]
         self.abar_now = a_now.float()
@@ -159,6 +171,12 @@ class DDPM(GaussianFamily):
         """The clean-image estimate (x - sqrt(1 - abar) eps) / sqrt(abar), clipped."""
         a_now = _per_row(self.abar_now.to(x.device)[k], x)
         x0 = (x - torch.sqrt(1 - a_now) * net_out) / torch.sqrt(a_now)
+        return x0 if self.clip_x0 is None else x0.clamp(-self.clip_x0, self.clip_x0)
+
+    def predict_x0_at_end(self, net_out: Tensor, x: Tensor) -> Tensor:
+        """The clean-image estimate from a final state x_T (at `end_time`), clipped."""
+        a_end = float(self.alphas_cumprod[self.end_time])
+        x0 = (x - math.sqrt(1 - a_end) * net_out) / math.sqrt(a_end)
         return x0 if self.clip_x0 is None else x0.clamp(-self.clip_x0, self.clip_x0)
 
     def mean_std(self, net_out, x, k):

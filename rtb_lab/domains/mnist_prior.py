@@ -3,7 +3,9 @@
 Sized for CPUs: channels (16, 32, 32), one ResNet block per level, no attention
 (0.27M parameters, about 1.2 ms per image per network call on 2 cores, versus 5 ms
 for a (32, 64, 64) UNet), 1000 training noise levels and T = 20 strided ancestral
-sampling steps. The paper's prior is larger and samples in 100 steps; on a GPU,
+sampling steps that stop at training time END_TIME = 50; the image is then the frozen
+prior's deterministic x0 estimate from that state (`decode`; see `DDPM` for why RTB
+needs this). The paper's prior is larger and samples in 100 steps; on a GPU,
 `load_hub_prior` loads a pretrained hub DDPM instead.
 """
 
@@ -28,6 +30,7 @@ IMAGE_SHAPE = (1, 28, 28)
 PRIOR_CHANNELS = (16, 32, 32)
 NUM_TRAIN_TIMES = 1000
 NUM_STEPS = 20
+END_TIME = 50
 PRIOR_ASSET = "mnist_prior.safetensors"
 HUB_PRIOR = "1aurent/ddpm-mnist"
 
@@ -71,9 +74,20 @@ def make_scheduler() -> DDPMScheduler:
     return DDPMScheduler(num_train_timesteps=NUM_TRAIN_TIMES, beta_schedule="linear")
 
 
-def make_family(num_steps: int = NUM_STEPS) -> DDPM:
-    """The strided DDPM transitions used for sampling and for RTB."""
-    return DDPM(make_scheduler().alphas_cumprod, num_steps=num_steps)
+def make_family(num_steps: int = NUM_STEPS, end_time: int = END_TIME) -> DDPM:
+    """The strided DDPM transitions used for sampling and for RTB (999 -> end_time)."""
+    return DDPM(make_scheduler().alphas_cumprod, num_steps=num_steps, end_time=end_time)
+
+
+@torch.no_grad()
+def decode(prior: nn.Module, x: Tensor, end_time: int = END_TIME) -> Tensor:
+    """Images [B, 1, 28, 28] from final states x_T at `end_time`: the prior's x0 estimate.
+
+    Deterministic and frozen, so it is part of the reward, r(decode(x_T)), not of the
+    trajectory: RTB stays exact for the target over x_T.
+    """
+    t = torch.full((x.shape[0],), float(end_time), device=x.device)
+    return make_family(1, end_time).predict_x0_at_end(prior(x, t), x)
 
 
 def train_prior(steps: int = 4000, *, batch_size: int = 64, lr: float = 2e-3,
@@ -169,15 +183,21 @@ def load_hub_prior(repo_id: str = HUB_PRIOR, device: torch.device | str = "cpu")
 
 
 @torch.no_grad()
-def sample_images(net: nn.Module, num: int, *, num_steps: int = NUM_STEPS,
-                  generator: torch.Generator | None = None,
+def sample_images(net: nn.Module, num: int, *, prior: nn.Module | None = None,
+                  num_steps: int = NUM_STEPS, generator: torch.Generator | None = None,
                   cond: Tensor | None = None) -> Tensor:
-    """[num, 1, 28, 28] samples from `net` by T strided ancestral steps."""
+    """[num, 1, 28, 28] images: T strided ancestral steps of `net`, decoded by the prior.
+
+    Args:
+        net: the process to sample (the prior, or a posterior).
+        prior: the decoder of the final state (default: `net` itself, i.e. the prior).
+    """
     from rtb_lab.diffusion import sample_trajectories
 
     device = next(net.parameters()).device
-    return sample_trajectories(net, make_family(num_steps), num, IMAGE_SHAPE, cond=cond,
-                               generator=generator, device=device).x
+    x_end = sample_trajectories(net, make_family(num_steps), num, IMAGE_SHAPE, cond=cond,
+                                generator=generator, device=device).x
+    return decode(prior if prior is not None else net, x_end)
 
 
 if __name__ == "__main__":  # python -m rtb_lab.domains.mnist_prior STEPS OUT

@@ -79,6 +79,8 @@ class TrainingDashboard:
         every: redraw every this many steps (drawing costs far more than a toy step).
         num_samples: samples per redraw.
         seed: seed of the dashboard's generator.
+        plot_fn: ``plot_fn(ax, samples, title)`` draws the third panel (default: a 2D
+            scatter over the exact posterior; `rtb_lab.viz.images.draw_grid` for images).
 
     Attributes:
         widget: what to display.
@@ -90,10 +92,11 @@ class TrainingDashboard:
 
     def __init__(self, truth: GridTruth | None,
                  sample_fn: Callable[[int], Tensor] | None = None, every: int = 25,
-                 num_samples: int = 1000, seed: int = 0) -> None:
+                 num_samples: int = 1000, seed: int = 0,
+                 plot_fn: Callable[[Any, Tensor, str], None] | None = None) -> None:
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
-        self.truth, self.sample_fn = truth, sample_fn
+        self.truth, self.sample_fn, self.plot_fn = truth, sample_fn, plot_fn
         self.every, self.num_samples = every, num_samples
         self.generator = torch.Generator().manual_seed(seed)
         self.status = widgets.HTML("waiting for the first step")
@@ -136,7 +139,11 @@ class TrainingDashboard:
         log_z_true = None if self.truth is None else self.truth.log_z
         plot_training(axes[:2], trainer.history, trainer.evaluations, log_z_true)
         if samples is not None:
-            plot_samples(axes[2], samples, self.truth, title=f"samples at step {trainer.step}")
+            title = f"samples at step {trainer.step}"
+            if self.plot_fn is not None:
+                self.plot_fn(axes[2], samples, title)
+            else:
+                plot_samples(axes[2], samples, self.truth, title=title)
         show_in(self.output, self.figure)
         if trainer.history:
             self.status.value = format_metrics(trainer.history[-1])

@@ -1,0 +1,124 @@
+"""MNIST benchmark: RTB iteration speed, memory as T doubles, and time to quality.
+
+    python benchmarks/bench_mnist.py                 # all three parts
+    python benchmarks/bench_mnist.py --part speed    # or memory / quality
+
+Figures are printed, with ratios against a baseline measured in the same process (or,
+for memory, in sibling processes started the same way). Nothing here is asserted.
+
+1. speed: seconds per RTB iteration (batch 32, T = 20) for the one-pass gradient, the
+   chunked exact gradient (10 steps per chunk) and time-step subsampling (5 of 20 steps).
+2. memory: peak resident memory of one RTB iteration for T = 10, 20, 40, 80 with and
+   without chunking (each in a fresh subprocess; chunked memory should stay flat).
+3. quality: time from the shipped prior until E[log r] >= -0.2 on even digits with
+   diversity >= 0.9 x that of prior samples classified even (target: 15 minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import torch
+
+from rtb_lab.domains import mnist, mnist_prior, mnist_reward
+
+TARGET_LOG_R = -0.2
+DIVERSITY_RATIO = 0.9
+TIME_LIMIT_S = 15 * 60
+
+
+def seconds_per_iteration(config, iterations: int = 5) -> float:
+    """Mean wall time of `iterations` RTB steps after one warm-up step."""
+    trainer = mnist.make_trainer("even", 1.0, config)
+    trainer.train_step()
+    started = time.perf_counter()
+    for _ in range(iterations):
+        trainer.train_step()
+    return (time.perf_counter() - started) / iterations
+
+
+def bench_speed() -> None:
+    base = replace(mnist.MNIST_CONFIG, eval_every=0, log_z_init_samples=64)
+    variants = {"one pass (chunk_steps=None)": replace(base, chunk_steps=None),
+                "chunked, 10 steps per chunk": replace(base, chunk_steps=10),
+                "chunked + grad through 5 of 20 steps": replace(base, chunk_steps=10,
+                                                                  grad_steps=5)}
+    baseline = None
+    print(f"## speed: batch {base.batch_size}, T = {mnist_prior.NUM_STEPS}, "
+          f"{torch.get_num_threads()} threads")
+    for name, config in variants.items():
+        seconds = seconds_per_iteration(config)
+        baseline = baseline or seconds
+        print(f"{name:40s} {seconds:6.2f} s/iteration  ({baseline / seconds:.2f}x baseline)")
+
+
+def memory_probe(num_steps: int, chunk_steps: int | None) -> float:
+    """Peak RSS (MB) growth of one RTB step at T = num_steps (run in a fresh process)."""
+    config = replace(mnist.MNIST_CONFIG, eval_every=0, log_z_init_samples=16,
+                     chunk_steps=chunk_steps)
+    trainer = mnist.make_trainer("even", 1.0, config, num_steps=num_steps)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    trainer.train_step()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+
+
+def bench_memory() -> None:
+    print("## memory: peak RSS growth of one RTB step (batch 32), fresh process each")
+    print("| T | one pass (MB) | chunks of 5 steps (MB) |\n|---|---|---|")
+    for num_steps in (10, 20, 40, 80):
+        cells = []
+        for chunk in ("none", "5"):
+            out = subprocess.run([sys.executable, __file__, "--probe", str(num_steps), chunk],
+                                 capture_output=True, text=True, check=True).stdout
+            cells.append(f"{json.loads(out.strip().splitlines()[-1])['mb']:.0f}")
+        print(f"| {num_steps} | {cells[0]} | {cells[1]} |")
+
+
+def bench_quality(steps: int = 600) -> None:
+    classifier = mnist_reward.load_classifier()
+    prior = mnist_prior.load_prior()
+    prior_x = mnist_prior.sample_images(prior, 512, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        even = mnist_reward.class_mask("even")[classifier(prior_x).argmax(1)] > 0.5
+    prior_metrics = mnist.evaluate_images(prior_x, "even", classifier)
+    reference = mnist.evaluate_images(prior_x[even], "even", classifier)["diversity"]
+    print(f"## quality: prior E[log r] {prior_metrics['mean_log_reward']:.3f}, diversity of "
+          f"prior samples classified even {reference:.3f} (target >= "
+          f"{DIVERSITY_RATIO * reference:.3f}), E[log r] target >= {TARGET_LOG_R}")
+    config = replace(mnist.MNIST_CONFIG, steps=steps, eval_every=10)
+    evaluator = mnist.make_evaluator("even", classifier, num_samples=256)
+    trainer = mnist.make_trainer("even", 1.0, config, prior=prior, classifier=classifier,
+                                 evaluator=evaluator)
+    started = time.perf_counter()
+    while trainer.step < steps and time.perf_counter() - started < TIME_LIMIT_S:
+        trainer.train(config.eval_every, progress=False)
+        m = trainer.evaluations[-1]
+        print(f"step {trainer.step:4d}  {trainer.seconds:6.0f} s train  "
+              f"E[log r] {m['mean_log_reward']:.3f}  in set {m['in_set']:.3f}  "
+              f"diversity {m['diversity']:.3f}  fid {m['fid']:.2f}", flush=True)
+        if m["mean_log_reward"] >= TARGET_LOG_R and m["diversity"] >= DIVERSITY_RATIO * reference:
+            print(f"reached after {trainer.step} steps: {trainer.seconds:.0f} s of training, "
+                  f"{time.perf_counter() - started:.0f} s wall with the evaluations")
+            return
+    print(f"not reached within {trainer.step} steps / {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=("speed", "memory", "quality", "all"), default="all")
+    parser.add_argument("--probe", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.probe:
+        steps, chunk = int(args.probe[0]), None if args.probe[1] == "none" else int(args.probe[1])
+        print(json.dumps({"mb": memory_probe(steps, chunk)}))
+        sys.exit(0)
+    for part, run in (("speed", bench_speed), ("memory", bench_memory),
+                      ("quality", bench_quality)):
+        if args.part in (part, "all"):
+            run()
