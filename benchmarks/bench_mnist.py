@@ -80,7 +80,7 @@ def bench_memory() -> None:
         print(f"| {num_steps} | {cells[0]} | {cells[1]} |")
 
 
-def bench_quality(steps: int = 600) -> None:
+def bench_quality(steps: int = 600, save: str | None = None) -> None:
     classifier = mnist_reward.load_classifier()
     prior = mnist_prior.load_prior()
     prior_x = mnist_prior.sample_images(prior, 512, generator=torch.Generator().manual_seed(1))
@@ -102,6 +102,10 @@ def bench_quality(steps: int = 600) -> None:
         print(f"step {trainer.step:4d}  {trainer.seconds:6.0f} s train  "
               f"E[log r] {m['mean_log_reward']:.3f}  in set {m['in_set']:.3f}  "
               f"diversity {m['diversity']:.3f}  fid {m['fid']:.2f}", flush=True)
+        if save:  # keep the latest adapter (rtb-lab ships one made this way)
+            mnist.save_posterior(trainer.posterior, save, "python benchmarks/bench_mnist.py "
+                                 f"--part quality --save FILE (step {trainer.step})",
+                                 {"classes": "even", "beta": 1.0, "steps": trainer.step})
         if m["mean_log_reward"] >= TARGET_LOG_R and m["diversity"] >= DIVERSITY_RATIO * reference:
             print(f"reached after {trainer.step} steps: {trainer.seconds:.0f} s of training, "
                   f"{time.perf_counter() - started:.0f} s wall with the evaluations")
@@ -112,6 +116,7 @@ def bench_quality(steps: int = 600) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=("speed", "memory", "quality", "all"), default="all")
+    parser.add_argument("--save", default=None, help="write the trained adapter here")
     parser.add_argument("--probe", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.probe:
@@ -119,6 +124,6 @@ if __name__ == "__main__":
         print(json.dumps({"mb": memory_probe(steps, chunk)}))
         sys.exit(0)
     for part, run in (("speed", bench_speed), ("memory", bench_memory),
-                      ("quality", bench_quality)):
+                      ("quality", lambda: bench_quality(save=args.save))):
         if args.part in (part, "all"):
             run()

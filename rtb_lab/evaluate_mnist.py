@@ -42,13 +42,14 @@ DPS_SCALE = 1.0
 
 
 def _run_rtb(classes, prior, classifier, budget, seed, counter):
-    config = replace(mnist.MNIST_CONFIG, seed=seed, eval_every=0)
+    config = replace(mnist.MNIST_CONFIG, seed=seed, eval_every=0, log_z_init_samples=64)
     trainer = mnist.make_trainer(classes, 1.0, config, prior=prior, classifier=classifier)
     return _train(trainer, budget, counter)
 
 
 def _run_dpok(classes, prior, classifier, budget, seed, counter):
-    config = rl_config(replace(mnist.MNIST_CONFIG, seed=seed, lr=RL_LR, eval_every=0))
+    config = rl_config(replace(mnist.MNIST_CONFIG, seed=seed, lr=RL_LR, eval_every=0,
+                               log_z_init_samples=64))
     trainer = mnist.make_trainer(classes, 1.0, config, prior=prior, classifier=classifier)
     trainer = RLTrainer(trainer.prior, trainer.posterior, trainer.family,
                         trainer.log_reward_fn, IMAGE_SHAPE, trainer.config,

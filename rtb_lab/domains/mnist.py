@@ -47,8 +47,9 @@ from rtb_lab.rtb import check_beta, check_frozen
 from rtb_lab.train import RTBTrainer, TrainConfig
 
 LORA_TARGETS = ["conv1", "conv2", "time_emb_proj"]
-COND_SCALE = 0.1
-CONDITIONAL_ASSET = "mnist_conditional_posterior.safetensors"
+COND_SCALE = 1.0
+CONDITIONAL_ASSET = "mnist_conditional_posterior.safetensors"  # not shipped yet (see README)
+EVEN_ASSET = "mnist_even_posterior.safetensors"
 BETA_RANGE = (0.5, 2.0)
 # Class sets the conditional posterior is trained on (and the notebook offers).
 TRAIN_SETS: tuple[tuple[int, ...], ...] = (
@@ -146,14 +147,14 @@ def save_posterior(posterior: LoRAPosterior, path: str | Path, command: str,
 
 
 def load_posterior(prior: EpsNet, path: str | Path | None = None) -> LoRAPosterior:
-    """Load an adapter onto `prior` (default: the shipped conditional posterior).
+    """Load an adapter onto `prior` (default: the shipped posterior for even digits, beta 1).
 
     Raises:
         CheckpointError: missing or corrupt file, or an adapter trained on another prior.
     """
     sha256 = None
     if path is None:
-        path, sha256 = shipped_asset(CONDITIONAL_ASSET)
+        path, sha256 = shipped_asset(EVEN_ASSET)
     tensors, meta = load_weights(path, sha256)
     if meta.get("arch") != "LoRAPosterior":
         raise CheckpointError(f"{path} is not an MNIST LoRA posterior (arch={meta.get('arch')!r})")

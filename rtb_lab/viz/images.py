@@ -2,16 +2,13 @@
 
     draw_grid(ax, x)                                  # [N, 1, H, W] in [-1, 1]
     denoising_strip(prior_traj, post_traj, ...)       # x_t over t, same noise, two rows
-    panel = ClassSetPanel(sample_fn, evaluate_fn); display(panel.widget)
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
 
-import ipywidgets as widgets
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -19,7 +16,6 @@ from torch import Tensor
 
 from rtb_lab.diffusion import Trajectory
 from rtb_lab.domains.images import to_pixels
-from rtb_lab.viz.widgets import beta_slider, format_metrics, show_in
 
 DIGITS = tuple(range(10))
 
@@ -69,90 +65,10 @@ def denoising_strip(trajectories: dict[str, Trajectory], num_frames: int = 8,
                     layout="constrained")
     axes = figure.subplots(len(trajectories), columns, squeeze=False)
     for row, (name, traj) in zip(axes, trajectories.items(), strict=True):
-        for ax, k in zip(row, steps, strict=True):
+        for ax, k in zip(row[:num_frames], steps, strict=True):
             draw_grid(ax, traj.states[:num_images, k], ncol=1)
             ax.set_title(f"{name}\nstep {k}" if k == steps[0] else f"step {k}", fontsize=8)
         if decode is not None:
             draw_grid(row[-1], decode(traj.x[:num_images]), ncol=1)
             row[-1].set_title("decoded", fontsize=8)
     return figure
-
-
-class ClassSetPanel:
-    """Pick target digits and beta; samples of a conditional posterior redraw at once.
-
-    Args:
-        sample_fn: ``sample_fn(classes, beta, n) -> [n, 1, H, W]`` posterior samples.
-        evaluate_fn: ``evaluate_fn(classes, x) -> metrics`` (e.g. share in the set).
-        classes: initially selected digits.
-        beta: initial beta.
-        betas: slider range.
-        num_samples: images per draw.
-
-    Attributes:
-        widget: what to display.
-        toggles: one ToggleButton per digit.
-        slider: the beta slider.
-        last_classes, last_beta, last_metrics: what the last draw used and measured.
-    """
-
-    def __init__(self, sample_fn: Callable[[tuple[int, ...], float, int], Tensor],
-                 evaluate_fn: Callable[[tuple[int, ...], Tensor], dict[str, Any]],
-                 classes: Sequence[int] = (0, 2, 4, 6, 8), beta: float = 1.0,
-                 betas: tuple[float, float] = (0.5, 4.0), num_samples: int = 32) -> None:
-        self.sample_fn, self.evaluate_fn, self.num_samples = sample_fn, evaluate_fn, num_samples
-        self.toggles = [widgets.ToggleButton(value=d in classes, description=str(d),
-                                             layout=widgets.Layout(width="40px"))
-                        for d in DIGITS]
-        presets = [widgets.Button(description=name, layout=widgets.Layout(width="60px"))
-                   for name in ("even", "odd")]
-        for button in presets:
-            button.on_click(lambda b: self.set_classes(
-                (0, 2, 4, 6, 8) if b.description == "even" else (1, 3, 5, 7, 9)))
-        self.slider = beta_slider(beta, betas)
-        self.label = widgets.HTML()
-        self.output = widgets.Output()
-        self.widget = widgets.VBox([widgets.HBox(self.toggles + presets), self.slider,
-                                    self.label, self.output])
-        self.figure = Figure(figsize=(5, 3), layout="constrained")
-        self.last_classes: tuple[int, ...] = ()
-        self.last_beta: float | None = None
-        self.last_metrics: dict[str, Any] = {}
-        self._batch_update = False
-        for toggle in self.toggles:
-            toggle.observe(lambda change: self._changed(), names="value")
-        self.slider.observe(lambda change: self._changed(), names="value")
-        self.draw()
-
-    @property
-    def classes(self) -> tuple[int, ...]:
-        """The digits currently toggled on."""
-        return tuple(d for d, t in zip(DIGITS, self.toggles, strict=True) if t.value)
-
-    def set_classes(self, classes: Sequence[int]) -> None:
-        """Toggle exactly `classes` on (one redraw)."""
-        self._batch_update = True
-        try:
-            for digit, toggle in zip(DIGITS, self.toggles, strict=True):
-                toggle.value = digit in classes
-        finally:
-            self._batch_update = False
-        self.draw()
-
-    def _changed(self) -> None:
-        if not self._batch_update:
-            self.draw()
-
-    def draw(self) -> None:
-        """Sample for the current digits and beta, and redraw."""
-        classes, beta = self.classes, self.slider.value
-        if not classes:
-            self.label.value = "pick at least one digit"
-            return
-        x = self.sample_fn(classes, beta, self.num_samples)
-        metrics = self.evaluate_fn(classes, x)
-        self.figure.clear()
-        draw_grid(self.figure.subplots(), x, f"digits {classes}, β = {beta:.2f}")
-        self.label.value = format_metrics(metrics)
-        show_in(self.output, self.figure)
-        self.last_classes, self.last_beta, self.last_metrics = classes, beta, metrics
