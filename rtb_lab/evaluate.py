@@ -283,6 +283,37 @@ class Table:
         return figure
 
 
+def check_compare_args(methods: tuple[str, ...], known: dict, seeds: int, budget: int) -> None:
+    """Raise KeyError for unknown methods, ValueError for seeds or budget <= 0."""
+    unknown = [m for m in methods if m not in known]
+    if unknown or not methods:
+        raise KeyError(f"unknown method(s) {unknown}; choose from {list(known)}")
+    if seeds <= 0:
+        raise ValueError(f"seeds must be > 0, got {seeds}")
+    if budget <= 0:
+        raise ValueError(f"budget must be > 0 network evaluations, got {budget}")
+
+
+def run_all(methods: tuple[str, ...], seeds: int,
+            run: Callable[[str, int], tuple[dict[str, float], Tensor]],
+            describe: Callable[[dict[str, float]], str],
+            progress: Callable[[str], None] | None = None
+            ) -> tuple[dict[str, dict[str, list[float]]], dict[str, Tensor]]:
+    """Every method over seeds 0..seeds-1: (values[method][metric], seed 0's samples)."""
+    values: dict[str, dict[str, list[float]]] = {}
+    samples: dict[str, Tensor] = {}
+    for method in methods:
+        for seed in range(seeds):
+            metrics, x = run(method, seed)
+            samples.setdefault(method, x)
+            for name, value in metrics.items():
+                values.setdefault(method, {}).setdefault(name, []).append(value)
+            if progress is not None:
+                progress(f"{method} seed {seed}: {describe(metrics)}, "
+                         f"{metrics['seconds']:.1f} s")
+    return values, samples
+
+
 def compare(domain: str = "toy2d", methods: tuple[str, ...] | None = None, seeds: int = 3,
             budget: int | None = None, target: str | None = None,
             progress: Callable[[str], None] | None = None) -> Table:
@@ -309,23 +340,10 @@ def compare(domain: str = "toy2d", methods: tuple[str, ...] | None = None, seeds
     methods = METHODS if methods is None else methods
     budget = FAST_BUDGET if budget is None else budget
     target = target or "25to9"
-    unknown = [m for m in methods if m not in RUNNERS]
-    if unknown or not methods:
-        raise KeyError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
-    if seeds <= 0:
-        raise ValueError(f"seeds must be > 0, got {seeds}")
-    if budget <= 0:
-        raise ValueError(f"budget must be > 0 network evaluations, got {budget}")
+    check_compare_args(methods, RUNNERS, seeds, budget)
     toy_target = toy2d.get_target(target)
-    values: dict[str, dict[str, list[float]]] = {}
-    samples: dict[str, Tensor] = {}
-    for method in methods:
-        for seed in range(seeds):
-            metrics, x = run_method_with_samples(method, toy_target, budget, seed)
-            samples.setdefault(method, x)
-            for name, value in metrics.items():
-                values.setdefault(method, {}).setdefault(name, []).append(value)
-            if progress is not None:
-                progress(f"{method} seed {seed}: tv {metrics['tv']:.3f}, "
-                         f"{metrics['seconds']:.1f} s")
+    values, samples = run_all(
+        methods, seeds, lambda method, seed: run_method_with_samples(method, toy_target, budget,
+                                                                     seed),
+        lambda metrics: f"tv {metrics['tv']:.3f}", progress)
     return Table(values, budget, samples)

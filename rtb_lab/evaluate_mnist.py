@@ -30,7 +30,16 @@ from rtb_lab.domains.mnist_prior import (
     make_scheduler,
 )
 from rtb_lab.domains.mnist_reward import class_set_reward, load_classifier, parse_classes
-from rtb_lab.evaluate import DPOK_KL_WEIGHT, RL_LR, EvalCounter, RunResult, Table, train_within
+from rtb_lab.evaluate import (
+    DPOK_KL_WEIGHT,
+    RL_LR,
+    EvalCounter,
+    RunResult,
+    Table,
+    check_compare_args,
+    run_all,
+    train_within,
+)
 
 METHODS = ("rtb", "dps", "dpok")
 METRICS = ("mean_log_r", "in_set", "diversity", "fid", "evals", "seconds")
@@ -100,25 +109,11 @@ def compare(methods: tuple[str, ...] | None = None, seeds: int = 1, budget: int 
         KeyError: an unknown method. ValueError: bad seeds, budget or class set.
     """
     methods = METHODS if methods is None else tuple(methods)
-    unknown = [m for m in methods if m not in RUNNERS]
-    if unknown or not methods:
-        raise KeyError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
-    if seeds <= 0:
-        raise ValueError(f"seeds must be > 0, got {seeds}")
     budget = FAST_BUDGET if budget is None else budget
-    if budget <= 0:
-        raise ValueError(f"budget must be > 0 network evaluations, got {budget}")
+    check_compare_args(methods, RUNNERS, seeds, budget)
     classes = classes or "even"
     parse_classes(classes)
-    values: dict[str, dict[str, list[float]]] = {}
-    samples: dict[str, Tensor] = {}
-    for method in methods:
-        for seed in range(seeds):
-            metrics, x = run_method(method, classes, budget, seed)
-            samples.setdefault(method, x)
-            for name, value in metrics.items():
-                values.setdefault(method, {}).setdefault(name, []).append(value)
-            if progress is not None:
-                progress(f"{method} seed {seed}: E[log r] {metrics['mean_log_r']:.3f}, "
-                         f"{metrics['seconds']:.1f} s")
+    values, samples = run_all(
+        methods, seeds, lambda method, seed: run_method(method, classes, budget, seed),
+        lambda metrics: f"E[log r] {metrics['mean_log_r']:.3f}", progress)
     return Table(values, budget, samples, METRICS, "mnist")

@@ -12,7 +12,6 @@ needs this). The paper's prior is larger and samples in 100 steps; on a GPU,
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import torch
@@ -198,12 +197,3 @@ def sample_images(net: nn.Module, num: int, *, prior: nn.Module | None = None,
     x_end = sample_trajectories(net, make_family(num_steps), num, IMAGE_SHAPE, cond=cond,
                                 generator=generator, device=device).x
     return decode(prior if prior is not None else net, x_end)
-
-
-if __name__ == "__main__":  # python -m rtb_lab.domains.mnist_prior STEPS OUT
-    import sys
-
-    started = time.time()
-    net = train_prior(int(sys.argv[1]))
-    print("sha256", save_prior(net, sys.argv[2], f"train_prior({sys.argv[1]})"),
-          f"{time.time() - started:.0f}s")
