@@ -7,7 +7,8 @@ Figures are printed, with ratios against a baseline measured in the same process
 for memory, in sibling processes started the same way). Nothing here is asserted.
 
 1. speed: seconds per RTB iteration (batch 32, T = 20) for the one-pass gradient, the
-   chunked exact gradient (10 steps per chunk) and time-step subsampling (5 of 20 steps).
+   chunked exact gradient (10 steps per chunk) and time-step subsampling (5 of 20 steps),
+   each with the log q recorded while sampling (the default) and without it.
 2. memory: peak resident memory of one RTB iteration for T = 10, 20, 40, 80 with and
    without chunking (each in a fresh subprocess; chunked memory should stay flat).
 3. quality: time from the shipped prior until E[log r] >= -0.2 on even digits with
@@ -33,9 +34,12 @@ DIVERSITY_RATIO = 0.9
 TIME_LIMIT_S = 15 * 60
 
 
-def seconds_per_iteration(config, iterations: int = 5) -> float:
+def seconds_per_iteration(config, iterations: int = 5, cached_log_q: bool = True) -> float:
     """Mean wall time of `iterations` RTB steps after one warm-up step."""
     trainer = mnist.make_trainer("even", 1.0, config)
+    if not cached_log_q:  # forget the log q recorded while sampling: one more scoring pass
+        sample = trainer.sample
+        trainer.sample = lambda *a, **k: replace(sample(*a, **k), log_pf=None)
     trainer.train_step()
     started = time.perf_counter()
     for _ in range(iterations):
@@ -53,15 +57,17 @@ def bench_speed() -> None:
     print(f"## speed: batch {base.batch_size}, T = {mnist_prior.NUM_STEPS}, "
           f"{torch.get_num_threads()} threads")
     for name, config in variants.items():
-        seconds = seconds_per_iteration(config)
-        baseline = baseline or seconds
-        print(f"{name:40s} {seconds:6.2f} s/iteration  ({baseline / seconds:.2f}x baseline)")
+        for cached in (False, True):
+            seconds = seconds_per_iteration(config, cached_log_q=cached)
+            baseline = baseline or seconds
+            label = f"{name}, {'log q from sampling' if cached else 'log q rescored'}"
+            print(f"{label:62s} {seconds:6.2f} s/iteration  ({baseline / seconds:.2f}x baseline)")
 
 
 def memory_probe(num_steps: int, chunk_steps: int | None) -> float:
     """Peak RSS (MB) growth of one RTB step at T = num_steps (run in a fresh process)."""
     config = replace(mnist.MNIST_CONFIG, eval_every=0, log_z_init_samples=16,
-                     chunk_steps=chunk_steps)
+                     chunk_steps=chunk_steps, grad_steps=None)  # the exact gradient
     trainer = mnist.make_trainer("even", 1.0, config, num_steps=num_steps)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     trainer.train_step()
@@ -69,7 +75,8 @@ def memory_probe(num_steps: int, chunk_steps: int | None) -> float:
 
 
 def bench_memory() -> None:
-    print("## memory: peak RSS growth of one RTB step (batch 32), fresh process each")
+    print("## memory: peak RSS growth of one RTB step (batch 32, exact gradient through all "
+          "T steps), fresh process each")
     print("| T | one pass (MB) | chunks of 5 steps (MB) |\n|---|---|---|")
     for num_steps in (10, 20, 40, 80):
         cells = []

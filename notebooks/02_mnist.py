@@ -22,8 +22,9 @@
 # 2. a **classifier reward** $r(x) = \max_{c \in S} p(c \mid x)$ for a set of digits $S$;
 # 3. **RTB fine-tuning** of LoRA adapters, watched live;
 # 4. a posterior **trained for longer** (shipped), with the paper's metrics;
-# 5. **denoising strips**: prior and posterior from the same noise;
-# 6. RTB against **DPS** and **DPOK** on the paper's metrics.
+# 5. **any digit set, any β**: the exact posterior by importance resampling, with widgets;
+# 6. **denoising strips**: prior and posterior from the same noise;
+# 7. RTB against **DPS** and **DPOK** on the paper's metrics.
 
 # %%
 import importlib.util
@@ -43,7 +44,7 @@ from IPython.display import display
 import rtb_lab
 from rtb_lab import evaluate
 from rtb_lab.diffusion import sample_trajectories, trajectory_log_prob
-from rtb_lab.domains import images, mnist, mnist_prior, mnist_reward
+from rtb_lab.domains import images, mnist, mnist_bank, mnist_prior, mnist_reward
 from rtb_lab.viz import images as viz
 from rtb_lab.viz.widgets import TrainingDashboard
 
@@ -151,7 +152,30 @@ for name, x in {"prior": prior_x, "RTB posterior": post_x}.items():
 display(viz.grid_figure({"prior": prior_x, "RTB posterior (even, β = 1)": post_x}))
 
 # %% [markdown]
-# ## 5. Denoising strips: the same noise, two processes
+# ## 5. Any digit set, any β: what the posterior should look like
+# The target $p(x)\,r_S(x)^\beta / Z$ is the prior reweighted by $r_S^\beta$. So a bank of
+# prior samples, resampled with weights $r_S(x)^\beta$, gives samples of it for *any* set
+# $S$ and β at once (self-normalised importance sampling, exact as the bank grows).
+# Toggle digits and move β. Watch the **ESS** (effective sample size) under the pictures:
+# for "even" about half the bank counts, but for one digit at β = 4 only a few hundred
+# images carry the weight and the same ones repeat. With sharper rewards or larger
+# images the bank would have to grow exponentially; an amortised RTB posterior does not.
+# (An RTB posterior conditioned on $(S, \beta)$ is the next step; see the README.)
+
+# %%
+bank = mnist_bank.ImportanceBank(prior, classifier, size=512 if FAST else 4096)
+measure = mnist.set_evaluator(classifier)
+panel = viz.ClassSetPanel(bank.sample, lambda s, x: {**measure(s, x), "ESS": bank.last_ess},
+                          title="prior bank resampled")
+display(panel.widget)
+
+# %%
+panel.set_classes((3,))  # what clicking the toggles does
+print(f"digit 3 at β = {panel.last_beta:.1f}:",
+      {k: round(v, 3) for k, v in panel.last_metrics.items()})
+
+# %% [markdown]
+# ## 6. Denoising strips: the same noise, two processes
 # Both rows start from the same $x_0$ and use the same per-step noise; only the mean of
 # each step differs. Prior and posterior agree at first and part ways as the digit's
 # identity forms; the last column is the decoded image. Change the seed to see other noise.
@@ -163,7 +187,7 @@ trajectories = {name: sample_trajectories(net, family, 4, mnist_prior.IMAGE_SHAP
 display(viz.denoising_strip(trajectories, 7, decode=lambda x: mnist_prior.decode(prior, x)))
 
 # %% [markdown]
-# ## 6. RTB against DPS and DPOK
+# ## 7. RTB against DPS and DPOK
 # At an equal budget of network evaluations: **DPS** adds $\nabla \log r(\hat x_0)$ to the
 # prior's noise prediction (no training, biased), **DPOK** is KL-regularised RL
 # (REINFORCE on $\beta \log r$ with a KL to the prior). The paper (V100, larger prior):

@@ -187,7 +187,8 @@ def backward_through_trajectories(loss_of_log_pf: Callable[[Tensor], Tensor],
                                   posterior: nn.Module, family: GaussianFamily,
                                   traj: Trajectory, chunk_steps: int | None = None,
                                   grad_steps: int | None = None,
-                                  generator: torch.Generator | None = None) -> Tensor:
+                                  generator: torch.Generator | None = None,
+                                  log_pf: Tensor | None = None) -> Tensor:
     """Backpropagate a loss of the posterior's trajectory log-probs, chunk by chunk.
 
     With ``chunk_steps=None`` the T steps are scored in one batched pass with grad.
@@ -209,6 +210,8 @@ def backward_through_trajectories(loss_of_log_pf: Callable[[Tensor], Tensor],
         chunk_steps: steps per chunk, or None for a single pass.
         grad_steps: number of steps to backpropagate through (None: all).
         generator: draws the subsampled steps.
+        log_pf: [B] log q(tau) already known under the current parameters (recorded while
+            sampling); skips the no-grad scoring pass (1). Ignored in the one-pass mode.
 
     Returns:
         The (detached) loss value.
@@ -219,9 +222,10 @@ def backward_through_trajectories(loss_of_log_pf: Callable[[Tensor], Tensor],
         loss = loss_of_log_pf(trajectory_log_prob(posterior, family, traj))
         loss.backward()
         return loss.detach()
-    with torch.no_grad():
-        log_pf = trajectory_log_prob(posterior, family, traj, chunk_steps)
-    log_pf.requires_grad_(True)
+    if log_pf is None:
+        with torch.no_grad():
+            log_pf = trajectory_log_prob(posterior, family, traj, chunk_steps)
+    log_pf = log_pf.detach().clone().requires_grad_(True)
     loss = loss_of_log_pf(log_pf)
     loss.backward()
     weight = log_pf.grad

@@ -9,6 +9,7 @@ loss. Log Z has its own, larger learning rate. Training can be interrupted
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
 import time
@@ -56,6 +57,8 @@ class TrainConfig:
         steps: total optimisation steps.
         batch_size: trajectories per step (new + replayed).
         lr: learning rate of the posterior network.
+        lr_end: with lr_end < lr, the learning rate follows a cosine from lr to lr_end
+            over the `steps` steps (then stays at lr_end); None keeps it constant.
         log_z_lr: learning rate of log Z (larger, as in the paper).
         log_z_optimizer: "sgd" (default: for a scalar log Z the loss is quadratic, so SGD
             is an exponential moving average toward the batch-optimal value, and it keeps
@@ -91,6 +94,7 @@ class TrainConfig:
     steps: int = 600
     batch_size: int = 500
     lr: float = 1e-3
+    lr_end: float | None = None
     log_z_lr: float = 0.1
     log_z_optimizer: Literal["adam", "sgd"] = "sgd"
     beta: float = 1.0
@@ -130,6 +134,13 @@ class TrainConfig:
         span = max(1, self.explore_end - self.explore_hold)
         return self.explore * max(0.0, 1.0 - (step - self.explore_hold) / span)
 
+    def lr_at(self, step: int) -> float:
+        """Learning rate of the posterior at `step` (constant, or cosine-decayed to lr_end)."""
+        if self.lr_end is None:
+            return self.lr
+        progress = min(1.0, step / self.steps)
+        return self.lr_end + (self.lr - self.lr_end) * 0.5 * (1 + math.cos(math.pi * progress))
+
     def validate(self) -> None:
         """Raise ValueError naming the first invalid field."""
         check_beta(self.beta)
@@ -148,6 +159,8 @@ class TrainConfig:
         if self.batch_size % self.cond_groups:
             raise ValueError(f"batch_size {self.batch_size} must be a multiple of "
                              f"cond_groups {self.cond_groups}")
+        if self.lr_end is not None and not 0 < self.lr_end <= self.lr:
+            raise ValueError(f"lr_end must be in (0, lr], got {self.lr_end}")
         if self.explore < 0:
             raise ValueError(f"explore must be >= 0, got {self.explore}")
         if self.grad_steps is not None and self.grad_steps < 1:
@@ -261,7 +274,7 @@ class RTBTrainer:
         net = self.prior if use_prior else self.posterior
         traj = sample_trajectories(net, self.family, batch_size, self.event_shape, cond=cond,
                                    explore=explore, generator=generator or self.view_generator,
-                                   device=self.device)
+                                   device=self.device, keep_log_pf=not use_prior)
         return traj.with_log_reward(self.log_reward(traj.x, cond))
 
     def estimate_log_z_from_prior(self, num_samples: int | None = None,
@@ -327,7 +340,8 @@ class RTBTrainer:
             self.log_z_optimizer.zero_grad(set_to_none=True)
             loss = backward_through_trajectories(loss_of_log_pf, self.posterior, self.family,
                                                  traj, self.config.chunk_steps,
-                                                 self.config.grad_steps, self.generator)
+                                                 self.config.grad_steps, self.generator,
+                                                 log_pf=traj.log_pf)
             if self.config.grad_clip is not None:
                 nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"],
                                          self.config.grad_clip)
@@ -338,6 +352,8 @@ class RTBTrainer:
             self.log_z_optimizer.zero_grad(set_to_none=True)
             raise
         with _deferred_interrupt():
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.config.lr_at(self.step)
             self.optimizer.step()
             self.log_z_optimizer.step()
             if self.config.replay_fraction > 0:

@@ -13,7 +13,7 @@ import torch
 from rtb_lab.baselines.guidance import GuidedEps
 from rtb_lab.checkpoint import CheckpointError
 from rtb_lab.diffusion import sample_trajectories, trajectory_log_prob
-from rtb_lab.domains import images, mnist, mnist_prior, mnist_reward
+from rtb_lab.domains import images, mnist, mnist_bank, mnist_prior, mnist_reward
 from rtb_lab.metrics import cosine_diversity, frechet_distance
 from rtb_lab.rtb import freeze
 from rtb_lab.train import TrainConfig
@@ -248,9 +248,34 @@ def test_prior_bank_trainer_mixes_resampled_prior_trajectories(tiny_prior):
     trainer.train(progress=False)
     assert trainer.step == 1 and math.isfinite(trainer.history[-1]["loss"])
     with pytest.raises(ValueError, match="bank_per_group"):
-        mnist.PriorBankTrainer(trainer.prior, mnist.make_posterior(tiny_prior, 2, True),
-                               trainer.family, trainer.log_reward_fn, (1, 28, 28), config,
-                               cond_sampler=mnist.sample_conditions(),
-                               beta_of_cond=lambda c: mnist_reward.split_condition(c)[1],
-                               bank=trainer.bank, bank_log_probs=trainer.bank_log_probs,
-                               bank_per_group=4)
+        mnist_bank.PriorBankTrainer(trainer.prior, mnist.make_posterior(tiny_prior, 2, True),
+                                    trainer.family, trainer.log_reward_fn, (1, 28, 28), config,
+                                    cond_sampler=mnist.sample_conditions(),
+                                    beta_of_cond=lambda c: mnist_reward.split_condition(c)[1],
+                                    bank=trainer.bank, bank_log_probs=trainer.bank_log_probs,
+                                    bank_per_group=4)
+
+
+def test_importance_bank_resamples_in_proportion_to_r_to_the_beta(tiny_prior):
+    bank = mnist_bank.ImportanceBank(tiny_prior, freeze(mnist_reward.DigitClassifier(4)),
+                                     size=4, num_steps=3)
+    assert bank.images.shape == (4, 1, 28, 28)
+    # Hand-set classifier outputs: image i is digit i with probability 0.9 (i = 0..3).
+    probs = torch.full((4, 10), 0.1 / 9)
+    probs[range(4), range(4)] = 0.9
+    bank.log_probs = probs.log()
+    bank.images = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 1, 28, 28)
+    assert torch.allclose(bank.log_reward("even"), probs[range(4), [0, 2, 2, 2]].log())
+    x = bank.sample("even", 1.0, 20_000)
+    share = torch.bincount(x[:, 0, 0, 0].long(), minlength=4) / 20_000
+    weights = probs[range(4), [0, 2, 2, 2]]  # r(x) = max over {0, 2, 4, 6, 8}
+    assert torch.allclose(share, weights / weights.sum(), atol=0.01)
+    # ESS = (sum w)^2 / sum w^2, by hand: w = (0.9, 0.1/9, 0.9, 0.1/9).
+    assert bank.last_ess == pytest.approx((1.8 + 0.2 / 9) ** 2 / (1.62 + 2 * (0.1 / 9) ** 2))
+    # A larger beta sharpens the weights: the ESS falls towards the 2 in-set images.
+    bank.sample("even", 4.0, 10)
+    assert 1.99 < bank.last_ess < (1.8 + 0.2 / 9) ** 2 / 1.62
+    with pytest.raises(ValueError, match="beta"):
+        bank.sample("even", 0.0, 10)
+    with pytest.raises(ValueError, match="class"):
+        bank.sample([12], 1.0, 10)

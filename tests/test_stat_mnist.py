@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rtb_lab.domains import mnist, mnist_prior, mnist_reward
+from rtb_lab.domains import mnist, mnist_bank, mnist_prior, mnist_reward
 
 N = 128
 
@@ -45,3 +45,21 @@ def test_shipped_prior_draws_recognisable_digits_of_every_class(shipped):
     print(f"class counts {counts.tolist()}, confident share {confident:.3f}")
     assert int(counts.min()) >= 10  # every digit appears (uniform would be 25.6)
     assert confident >= 0.6  # measured 0.71 at T = 20
+
+
+@pytest.mark.slow
+def test_importance_bank_matches_the_exact_posterior_figures(shipped):
+    # 2,048-sample importance weights give the exact posterior at beta = 1: 95.7% even
+    # (E[log r] -0.17) and 94.7% ones. A bank of 512, resampled, must land near them.
+    prior, classifier, _ = shipped
+    bank = mnist_bank.ImportanceBank(prior, classifier, size=512, seed=3)
+    measure = mnist.set_evaluator(classifier)
+    even = measure("even", bank.sample("even", 1.0, 2000, seed=1))
+    ones = measure((1,), bank.sample((1,), 1.0, 2000, seed=1))
+    prior_even = float(mnist_reward.class_mask("even")[bank.log_probs.argmax(1)].mean())
+    print(f"even {even}, ones {ones}, prior share even {prior_even:.3f}")
+    assert prior_even < 0.6
+    assert even["in_set"] >= 0.9 and even["mean_log_reward"] > -0.35
+    assert ones["in_set"] >= 0.88
+    bank.sample((1,), 4.0, 10)
+    assert bank.last_ess < 0.2 * 512  # sharp targets waste most of the bank

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rtb_lab import rtb
 from rtb_lab.checkpoint import CheckpointError
-from rtb_lab.diffusion import EulerMaruyama, trajectory_log_prob
+from rtb_lab.diffusion import EulerMaruyama, Trajectory, trajectory_log_prob
 from rtb_lab.nets import DriftMLP, ResidualPosterior, posterior_from_prior
 from rtb_lab.train import RTBTrainer, TrainConfig
 
@@ -159,6 +160,19 @@ def test_with_steps_scales_the_exploration_schedule():
     assert config.explore_at(9) == 0.5 and config.explore_at(60) == 0.0
 
 
+def test_cosine_lr_schedule_reaches_lr_end_and_is_applied_each_step(tiny_prior):
+    config = TrainConfig(steps=4, lr=1e-2, lr_end=1e-3)
+    assert config.lr_at(0) == pytest.approx(1e-2) and config.lr_at(2) == pytest.approx(5.5e-3)
+    assert config.lr_at(4) == pytest.approx(1e-3) and config.lr_at(40) == pytest.approx(1e-3)
+    assert TrainConfig(lr=1e-2).lr_at(99) == 1e-2
+    with pytest.raises(ValueError, match="lr_end"):
+        TrainConfig(lr=1e-3, lr_end=1e-2).validate()
+    trainer = make(tiny_prior, TrainConfig(steps=4, batch_size=8, lr=1e-2, lr_end=1e-3,
+                                           eval_every=0, log_z_init_samples=8))
+    trainer.train(3, progress=False)  # the step-2 update used lr_at(2)
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(5.5e-3)
+
+
 def test_residual_per_beta_divides_the_loss_by_beta_squared(tiny_prior):
     # Same batch, beta = 2: the per-beta residual is delta / 2, so the loss is a quarter.
     losses = []
@@ -173,3 +187,30 @@ def test_residual_per_beta_divides_the_loss_by_beta_squared(tiny_prior):
                 trainer.posterior, trainer.family, traj))))
     assert losses[0] > 1e-3
     assert losses[1] == pytest.approx(losses[0] / 4, rel=1e-5)
+
+
+def test_log_q_recorded_while_sampling_gives_the_same_gradient_and_replay_drops_it(tiny_prior):
+    config = TrainConfig(steps=2, batch_size=16, explore=0.3, chunk_steps=3, eval_every=0,
+                         log_z_init_samples=16, replay_fraction=0.25, seed=4)
+    trainer = make(tiny_prior, config)
+    with torch.no_grad():  # a posterior away from the prior, so log q != log p
+        for p in trainer.posterior.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    traj = trainer.sample(16, explore=0.3, generator=torch.Generator().manual_seed(0))
+    assert traj.log_pf is not None  # recorded at the un-inflated std, despite exploration
+    with torch.no_grad():
+        scored = trajectory_log_prob(trainer.posterior, trainer.family, traj)
+    torch.testing.assert_close(traj.log_pf, scored, rtol=1e-5, atol=1e-4)
+    assert trainer.sample(4, use_prior=True).log_pf is None  # never the prior's as q's
+    grads = []
+    for cached in (traj.log_pf, None):
+        loss_of_log_pf, _ = trainer.loss_fn(traj)
+        trainer.optimizer.zero_grad()
+        rtb.backward_through_trajectories(loss_of_log_pf, trainer.posterior, trainer.family,
+                                          traj, 3, log_pf=cached)
+        grads.append([p.grad.clone() for p in trainer.posterior.parameters()])
+    for with_cache, without in zip(*grads, strict=True):
+        torch.testing.assert_close(with_cache, without, rtol=1e-4, atol=1e-6)
+    trainer.replay.add(traj)
+    assert trainer.replay.sample(4).log_pf is None
+    assert Trajectory.cat([traj[:2], trainer.replay.sample(2)]).log_pf is None

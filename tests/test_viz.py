@@ -263,3 +263,26 @@ def test_training_and_plots_never_import_widgets():
     code = ("import sys, rtb_lab.train, rtb_lab.viz.plots, rtb_lab.viz.animate; "
             "assert 'ipywidgets' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_class_set_panel_redraws_once_per_change():
+    from rtb_lab.viz.images import ClassSetPanel
+
+    calls = []
+
+    def sample_fn(classes, beta, n):
+        calls.append((classes, beta, n))
+        return torch.zeros(n, 1, 28, 28)
+
+    panel = ClassSetPanel(sample_fn, lambda classes, x: {"in_set": len(classes) / 10},
+                          num_samples=8)
+    assert calls == [((0, 2, 4, 6, 8), 1.0, 8)] and panel.last_metrics == {"in_set": 0.5}
+    panel.presets["odd"].click()  # five toggles flip, one redraw
+    assert calls[-1] == ((1, 3, 5, 7, 9), 1.0, 8) and len(calls) == 2
+    panel.toggles[3].value = False
+    assert calls[-1][0] == (1, 5, 7, 9) and "in_set = 0.4" in panel.label.value
+    panel.slider.value = 2.0
+    assert calls[-1] == ((1, 5, 7, 9), 2.0, 8) and panel.last_beta == 2.0
+    panel.set_classes(())
+    assert len(calls) == 4 and "at least one digit" in panel.label.value
+    assert "digits 1579, β = 2.00" in panel.figure.axes[0].get_title()

@@ -22,7 +22,8 @@ DriftNet = Callable[[Tensor, Tensor, Tensor | None], Tensor] | nn.Module
 def sample_trajectories(net: DriftNet, family: GaussianFamily, batch_size: int,
                         event_shape: tuple[int, ...], *, cond: Tensor | None = None,
                         explore: float = 0.0, generator: torch.Generator | None = None,
-                        device: torch.device | str = "cpu") -> Trajectory:
+                        device: torch.device | str = "cpu", keep_log_pf: bool = False
+                        ) -> Trajectory:
     """Sample B trajectories from the policy `net`, optionally with exploration noise.
 
     Args:
@@ -34,23 +35,30 @@ def sample_trajectories(net: DriftNet, family: GaussianFamily, batch_size: int,
         explore: variance inflation used for sampling only (0 = on-policy).
         generator: CPU generator for reproducible noise.
         device: where the network lives.
+        keep_log_pf: also record log `net`(tau) [B] at the un-inflated std, from the means
+            computed anyway (saves the trainer a scoring pass).
 
     Returns:
-        A detached Trajectory with states [B, T+1, *event].
+        A detached Trajectory with states [B, T+1, *event] (and log_pf if asked).
     """
     x = family.start(batch_size, event_shape, generator=generator, device=device)
     all_steps = torch.arange(family.num_steps, device=device)
     all_times = family.time(all_steps)  # once, not per step: the loop is overhead-bound
     states = [x]
+    log_pf = torch.zeros(batch_size, device=device) if keep_log_pf else None
     for k in range(family.num_steps):
         steps = all_steps[k].expand(batch_size)
-        mean, std = family.mean_std(net(x, all_times[k].expand(batch_size), cond), x, steps)
+        net_out = net(x, all_times[k].expand(batch_size), cond)
+        mean, std = family.mean_std(net_out, x, steps)
         if explore > 0:
             std = family.explore_std(std, steps, explore)
         noise = torch.randn(x.shape, generator=generator).to(device)
-        x = mean + std * noise
+        x_next = mean + std * noise
+        if log_pf is not None:  # the policy's own log-prob: exploration changes x, not q
+            log_pf += family.log_prob(x_next, net_out, x, steps)
+        x = x_next
         states.append(x)
-    return Trajectory(torch.stack(states, 1), cond=cond)
+    return Trajectory(torch.stack(states, 1), cond=cond, log_pf=log_pf)
 
 
 def step_log_probs(net: DriftNet, family: GaussianFamily, traj: Trajectory,

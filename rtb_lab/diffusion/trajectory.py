@@ -22,11 +22,16 @@ class Trajectory:
         states: [B, T+1, *event] states in generation order.
         cond: [B, C] condition of each trajectory (class set, beta, ...) or None.
         log_reward: [B] log r(x) of the final states, filled in by the trainer.
+        log_pf: [B] log q(tau) under the policy that sampled these states, recorded while
+            sampling (`sample_trajectories(..., keep_log_pf=True)`) so the trainer can skip
+            one scoring pass. Valid only until that policy's parameters change: the
+            replay buffer drops it, and concatenating with rows without it drops it.
     """
 
     states: Tensor
     cond: Tensor | None = None
     log_reward: Tensor | None = None
+    log_pf: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.states.dim() < 3:
@@ -55,12 +60,14 @@ class Trajectory:
     def to(self, device: torch.device | str) -> Trajectory:
         """Copy of the trajectory on `device`."""
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return Trajectory(move(self.states), move(self.cond), move(self.log_reward))
+        return Trajectory(move(self.states), move(self.cond), move(self.log_reward),
+                          move(self.log_pf))
 
     def __getitem__(self, index: Tensor | slice) -> Trajectory:
         """Select trajectories (rows) by index, mask or slice."""
         pick = lambda t: None if t is None else t[index]  # noqa: E731
-        return Trajectory(self.states[index], pick(self.cond), pick(self.log_reward))
+        return Trajectory(self.states[index], pick(self.cond), pick(self.log_reward),
+                          pick(self.log_pf))
 
     @staticmethod
     def cat(parts: list[Trajectory]) -> Trajectory:
@@ -73,7 +80,10 @@ class Trajectory:
                 raise ValueError(f"cannot concatenate trajectories where only some have {name}")
             return torch.cat(values)
 
-        return Trajectory(join("states"), join("cond"), join("log_reward"))
+        # A cached log q is an optimisation: rows without one make it unknown, not an error.
+        log_pf = None if any(p.log_pf is None for p in parts) else torch.cat(
+            [p.log_pf for p in parts])
+        return Trajectory(join("states"), join("cond"), join("log_reward"), log_pf)
 
     def with_log_reward(self, log_reward: Tensor) -> Trajectory:
         """Copy with `log_reward` ([B]) attached."""

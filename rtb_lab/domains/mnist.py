@@ -21,7 +21,8 @@ from torch import Tensor, nn
 
 from rtb_lab.checkpoint import CheckpointError, load_weights, save_weights, shipped_asset
 from rtb_lab.config import is_fast
-from rtb_lab.diffusion import Trajectory, sample_trajectories
+from rtb_lab.diffusion import sample_trajectories
+from rtb_lab.domains import mnist_bank
 from rtb_lab.domains.images import load_mnist
 from rtb_lab.domains.mnist_prior import (
     IMAGE_SHAPE,
@@ -230,10 +231,10 @@ def make_conditional_trainer(config: TrainConfig | None = None, *,
               "beta_of_cond": lambda cond: split_condition(cond)[1], "out_dir": out_dir}
     if bank_size == 0:
         return RTBTrainer(*args, **kwargs)
-    bank, log_probs = prior_bank(prior, classifier, bank_size, seed=config.seed + 100,
+    bank, log_probs = mnist_bank.prior_bank(prior, classifier, bank_size, seed=config.seed + 100,
                                  num_steps=num_steps)
-    return PriorBankTrainer(*args, **kwargs, bank=bank, bank_log_probs=log_probs,
-                            bank_per_group=bank_per_group)
+    return mnist_bank.PriorBankTrainer(*args, **kwargs, bank=bank, bank_log_probs=log_probs,
+                                       bank_per_group=bank_per_group)
 
 
 # ------------------------------------------------------------------ evaluation
@@ -318,68 +319,6 @@ def conditional_sampler(posterior: LoRAPosterior, prior: EpsNet, num_steps: int 
 
 
 def set_evaluator(classifier: DigitClassifier
-                  ) -> Callable[[Iterable[int], Tensor], dict[str, float]]:
+                  ) -> Callable[[str | int | Iterable[int], Tensor], dict[str, float]]:
     """``evaluate(classes, x) -> {in_set, mean_log_reward, diversity}`` (no FID: fast)."""
-    return lambda classes, x: evaluate_images(x, tuple(classes), classifier)
-
-
-# ------------------------------------------------------- off-policy prior bank
-class PriorBankTrainer(RTBTrainer):
-    """Conditional RTB whose batches mix fresh posterior trajectories with prior ones.
-
-    RTB is off-policy: any trajectories with full support are valid training data. Each
-    condition group gets `bank_per_group` trajectories from a bank of prior
-    trajectories, drawn with probability proportional to r(x | cond)^beta (importance
-    resampling from the prior toward that group's posterior), next to fresh ones from
-    the exploring posterior. Rare targets (a single digit: 10% of prior samples) then
-    show up in every batch from the first step. The optimum is unchanged.
-
-    Args:
-        bank: prior trajectories [N, T+1, 1, 28, 28] (see `prior_bank`).
-        bank_log_probs: [N, 10] classifier log-probabilities of their decoded images.
-        bank_per_group: bank trajectories per condition group (of batch / cond_groups).
-    """
-
-    def __init__(self, *args: Any, bank: Trajectory, bank_log_probs: Tensor,
-                 bank_per_group: int = 2, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        per_group = self.config.batch_size // self.config.cond_groups
-        if not 0 <= bank_per_group < per_group:
-            raise ValueError(f"bank_per_group must be in [0, {per_group - 1}], "
-                             f"got {bank_per_group}")
-        self.bank, self.bank_log_probs, self.bank_per_group = bank, bank_log_probs, bank_per_group
-
-    def collect(self) -> Trajectory:
-        cfg = self.config
-        per_group = cfg.batch_size // cfg.cond_groups
-        n_new = per_group - self.bank_per_group
-        conds = self.cond_sampler(cfg.cond_groups, self.generator).to(self.device)
-        fresh_cond = conds.repeat_interleave(n_new, 0)
-        parts = [self.sample(len(fresh_cond), cond=fresh_cond, explore=cfg.explore_at(self.step),
-                             generator=self.generator)]
-        for cond in conds:
-            mask, beta = split_condition(cond[None])
-            log_r = self.bank_log_probs.masked_fill(mask < 0.5, float("-inf")).max(1).values
-            picks = torch.multinomial(torch.softmax(beta * log_r, 0), self.bank_per_group,
-                                      replacement=True, generator=self.generator)
-            rows = cond[None].expand(self.bank_per_group, -1)
-            parts.append(Trajectory(self.bank.states[picks], cond=rows,
-                                    log_reward=self.log_reward(decode(self.prior,
-                                                                      self.bank.x[picks]),
-                                                               rows)))
-        return Trajectory.cat(parts)
-
-
-@torch.no_grad()
-def prior_bank(prior: EpsNet, classifier: DigitClassifier, size: int = 1024, seed: int = 0,
-               chunk: int = 256, num_steps: int = NUM_STEPS) -> tuple[Trajectory, Tensor]:
-    """`size` prior trajectories and the [size, 10] log-probs of their decoded images."""
-    device = next(prior.parameters()).device
-    generator = torch.Generator().manual_seed(seed)
-    parts = [sample_trajectories(prior, make_family(num_steps), min(chunk, size - i), IMAGE_SHAPE,
-                                 generator=generator, device=device)
-             for i in range(0, size, chunk)]
-    bank = Trajectory.cat(parts)
-    log_probs = torch.cat([torch.log_softmax(classifier(decode(prior, x)), 1)
-                           for x in bank.x.split(chunk)])
-    return bank, log_probs
+    return lambda classes, x: evaluate_images(x, classes, classifier)

@@ -2,13 +2,16 @@
 
     draw_grid(ax, x)                                  # [N, 1, H, W] in [-1, 1]
     denoising_strip(prior_traj, post_traj, ...)       # x_t over t, same noise, two rows
+    panel = ClassSetPanel(sample_fn, evaluate_fn); display(panel.widget)
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
+import ipywidgets as widgets
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -16,6 +19,7 @@ from torch import Tensor
 
 from rtb_lab.diffusion import Trajectory
 from rtb_lab.domains.images import to_pixels
+from rtb_lab.viz.widgets import beta_slider, format_metrics, show_in
 
 DIGITS = tuple(range(10))
 
@@ -72,3 +76,87 @@ def denoising_strip(trajectories: dict[str, Trajectory], num_frames: int = 8,
             draw_grid(row[-1], decode(traj.x[:num_images]), ncol=1)
             row[-1].set_title("decoded", fontsize=8)
     return figure
+
+
+class ClassSetPanel:
+    """Toggle target digits and move beta; posterior samples redraw at once.
+
+    Args:
+        sample_fn: ``sample_fn(classes, beta, n) -> [n, 1, H, W]`` posterior samples
+            (an amortised posterior, or `mnist_bank.ImportanceBank.sample`).
+        evaluate_fn: ``evaluate_fn(classes, x) -> metrics`` shown under the slider.
+        classes: the digits toggled on at first.
+        beta: the first beta.
+        betas: the slider's range.
+        num_samples: images per draw.
+        title: what the samples are (the grid's title starts with it).
+
+    Attributes:
+        widget: what to display.
+        toggles: one ToggleButton per digit; `presets`: the "even" and "odd" buttons.
+        slider: the beta slider.
+        last_classes, last_beta, last_metrics: what the last draw used and measured.
+    """
+
+    def __init__(self, sample_fn: Callable[[tuple[int, ...], float, int], Tensor],
+                 evaluate_fn: Callable[[tuple[int, ...], Tensor], dict[str, Any]],
+                 classes: Sequence[int] = (0, 2, 4, 6, 8), beta: float = 1.0,
+                 betas: tuple[float, float] = (0.25, 4.0), num_samples: int = 32,
+                 title: str = "posterior") -> None:
+        self.sample_fn, self.evaluate_fn = sample_fn, evaluate_fn
+        self.num_samples, self.title = num_samples, title
+        self.toggles = [widgets.ToggleButton(value=d in classes, description=str(d),
+                                             layout=widgets.Layout(width="38px"))
+                        for d in DIGITS]
+        self.presets = {name: widgets.Button(description=name, layout=widgets.Layout(width="56px"))
+                        for name in ("even", "odd")}
+        self.presets["even"].on_click(lambda button: self.set_classes((0, 2, 4, 6, 8)))
+        self.presets["odd"].on_click(lambda button: self.set_classes((1, 3, 5, 7, 9)))
+        self.slider = beta_slider(beta, betas)
+        self.label = widgets.HTML()
+        self.output = widgets.Output()
+        self.widget = widgets.VBox([widgets.HBox([*self.toggles, *self.presets.values()]),
+                                    self.slider, self.label, self.output])
+        self.figure = Figure(figsize=(4.2, 4.4), layout="constrained")
+        self.last_classes: tuple[int, ...] = ()
+        self.last_beta = float("nan")
+        self.last_metrics: dict[str, Any] = {}
+        self._holding = False  # set_classes flips many toggles: redraw once, at the end
+        for toggle in self.toggles:
+            toggle.observe(lambda change: self._changed(), names="value")
+        self.slider.observe(lambda change: self._changed(), names="value")
+        self.draw()
+
+    @property
+    def classes(self) -> tuple[int, ...]:
+        """The digits currently toggled on."""
+        return tuple(d for d, toggle in zip(DIGITS, self.toggles, strict=True) if toggle.value)
+
+    def set_classes(self, classes: Sequence[int]) -> None:
+        """Toggle exactly `classes` on, then redraw once."""
+        self._holding = True
+        try:
+            for digit, toggle in zip(DIGITS, self.toggles, strict=True):
+                toggle.value = digit in classes
+        finally:
+            self._holding = False
+        self.draw()
+
+    def _changed(self) -> None:
+        if not self._holding:
+            self.draw()
+
+    def draw(self) -> None:
+        """Sample for the current digits and beta, measure, and redraw."""
+        classes, beta = self.classes, float(self.slider.value)
+        if not classes:
+            self.label.value = "Toggle at least one digit."
+            return
+        x = self.sample_fn(classes, beta, self.num_samples)
+        metrics = self.evaluate_fn(classes, x)
+        self.figure.clear()
+        digits = "".join(map(str, classes))
+        draw_grid(self.figure.subplots(), x, f"{self.title}: digits {digits}, β = {beta:.2f}")
+        self.label.value = format_metrics(metrics)
+        show_in(self.output, self.figure)
+        self.last_classes, self.last_beta, self.last_metrics = classes, beta, metrics

@@ -1,0 +1,127 @@
+"""A bank of prior samples: exact posteriors by importance resampling, and off-policy data.
+
+The posterior p(x) r(x)^beta / Z is the prior reweighted by r^beta. A bank of prior
+trajectories, scored once by the classifier, therefore gives (1) instant approximate
+posterior samples for any class set and beta by resampling (exact as the bank grows,
+but the effective sample size collapses for sharp targets), and (2) off-policy
+training data for RTB (`PriorBankTrainer`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from rtb_lab.baselines.importance import effective_sample_size
+from rtb_lab.diffusion import Trajectory, sample_trajectories
+from rtb_lab.domains.mnist_prior import IMAGE_SHAPE, NUM_STEPS, EpsNet, decode, make_family
+from rtb_lab.domains.mnist_reward import DigitClassifier, class_mask, split_condition
+from rtb_lab.rtb import check_beta
+from rtb_lab.train import RTBTrainer
+
+
+class PriorBankTrainer(RTBTrainer):
+    """Conditional RTB whose batches mix fresh posterior trajectories with prior ones.
+
+    RTB is off-policy: any trajectories with full support are valid training data. Each
+    condition group gets `bank_per_group` trajectories from a bank of prior
+    trajectories, drawn with probability proportional to r(x | cond)^beta (importance
+    resampling from the prior toward that group's posterior), next to fresh ones from
+    the exploring posterior. Rare targets (a single digit: 10% of prior samples) then
+    show up in every batch from the first step. The optimum is unchanged.
+
+    Args:
+        bank: prior trajectories [N, T+1, 1, 28, 28] (see `prior_bank`).
+        bank_log_probs: [N, 10] classifier log-probabilities of their decoded images.
+        bank_per_group: bank trajectories per condition group (of batch / cond_groups).
+    """
+
+    def __init__(self, *args: Any, bank: Trajectory, bank_log_probs: Tensor,
+                 bank_per_group: int = 2, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        per_group = self.config.batch_size // self.config.cond_groups
+        if not 0 <= bank_per_group < per_group:
+            raise ValueError(f"bank_per_group must be in [0, {per_group - 1}], "
+                             f"got {bank_per_group}")
+        self.bank, self.bank_log_probs, self.bank_per_group = bank, bank_log_probs, bank_per_group
+
+    def collect(self) -> Trajectory:
+        cfg = self.config
+        per_group = cfg.batch_size // cfg.cond_groups
+        n_new = per_group - self.bank_per_group
+        conds = self.cond_sampler(cfg.cond_groups, self.generator).to(self.device)
+        fresh_cond = conds.repeat_interleave(n_new, 0)
+        parts = [self.sample(len(fresh_cond), cond=fresh_cond, explore=cfg.explore_at(self.step),
+                             generator=self.generator)]
+        for cond in conds:
+            mask, beta = split_condition(cond[None])
+            log_r = self.bank_log_probs.masked_fill(mask < 0.5, float("-inf")).max(1).values
+            picks = torch.multinomial(torch.softmax(beta * log_r, 0), self.bank_per_group,
+                                      replacement=True, generator=self.generator)
+            rows = cond[None].expand(self.bank_per_group, -1)
+            parts.append(Trajectory(self.bank.states[picks], cond=rows,
+                                    log_reward=self.log_reward(decode(self.prior,
+                                                                      self.bank.x[picks]),
+                                                               rows)))
+        return Trajectory.cat(parts)
+
+
+@torch.no_grad()
+def prior_bank(prior: EpsNet, classifier: DigitClassifier, size: int = 1024, seed: int = 0,
+               chunk: int = 256, num_steps: int = NUM_STEPS) -> tuple[Trajectory, Tensor]:
+    """`size` prior trajectories and the [size, 10] log-probs of their decoded images."""
+    device = next(prior.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+    parts = [sample_trajectories(prior, make_family(num_steps), min(chunk, size - i), IMAGE_SHAPE,
+                                 generator=generator, device=device)
+             for i in range(0, size, chunk)]
+    bank = Trajectory.cat(parts)
+    log_probs = torch.cat([torch.log_softmax(classifier(decode(prior, x)), 1)
+                           for x in bank.x.split(chunk)])
+    return bank, log_probs
+
+
+class ImportanceBank:
+    """Posterior samples for any class set and beta by resampling a bank of prior images.
+
+    Self-normalised importance sampling with weights r_S(x)^beta: exact as the bank
+    grows, instant for any (S, beta), but the effective sample size (ESS) shrinks as the
+    target gets sharper (a single digit, a large beta), so the same few images repeat.
+    That waste is what an amortised RTB posterior removes.
+
+    Args:
+        prior: the frozen prior.
+        classifier: scores the decoded bank images once.
+        size: prior samples in the bank.
+        seed: seed of the bank's noise.
+
+    Attributes:
+        images: [size, 1, 28, 28] decoded prior samples.
+        log_probs: [size, 10] their classifier log-probabilities.
+        last_ess: ESS of the last `sample` call.
+    """
+
+    def __init__(self, prior: EpsNet, classifier: DigitClassifier, size: int = 2048,
+                 seed: int = 0, num_steps: int = NUM_STEPS) -> None:
+        bank, self.log_probs = prior_bank(prior, classifier, size, seed, num_steps=num_steps)
+        with torch.no_grad():
+            self.images = torch.cat([decode(prior, x) for x in bank.x.split(256)])
+        self.last_ess = float("nan")
+
+    def log_reward(self, classes: str | int | Iterable[int]) -> Tensor:
+        """[size] log r_S of the bank images: log max_{c in S} p(c | x)."""
+        mask = class_mask(classes).to(self.log_probs.device)
+        return self.log_probs.masked_fill(mask < 0.5, float("-inf")).max(1).values
+
+    def sample(self, classes: str | int | Iterable[int], beta: float, n: int,
+               seed: int = 0) -> Tensor:
+        """[n, 1, 28, 28] images drawn with probability proportional to r_S^beta."""
+        check_beta(beta)
+        log_weights = beta * self.log_reward(classes)
+        self.last_ess = effective_sample_size(log_weights)
+        picks = torch.multinomial(torch.softmax(log_weights.double(), 0), n, replacement=True,
+                                  generator=torch.Generator().manual_seed(seed))
+        return self.images[picks.to(self.images.device)]
