@@ -49,18 +49,19 @@ def seconds_per_iteration(config, iterations: int = 5, cached_log_q: bool = True
 
 def bench_speed() -> None:
     base = replace(mnist.MNIST_CONFIG, eval_every=0, log_z_init_samples=64)
-    variants = {"one pass (chunk_steps=None)": replace(base, chunk_steps=None),
-                "chunked, 10 steps per chunk": replace(base, chunk_steps=10),
+    variants = {"one pass (chunk_steps=None)": replace(base, chunk_steps=None, grad_steps=None),
+                "chunked, 10 steps per chunk": replace(base, chunk_steps=10, grad_steps=None),
                 "chunked + grad through 5 of 20 steps": replace(base, chunk_steps=10,
                                                                   grad_steps=5)}
     baseline = None
     print(f"## speed: batch {base.batch_size}, T = {mnist_prior.NUM_STEPS}, "
           f"{torch.get_num_threads()} threads")
     for name, config in variants.items():
-        for cached in (False, True):
+        for cached in (False, True) if config.chunk_steps else (False,):  # one pass: no use
             seconds = seconds_per_iteration(config, cached_log_q=cached)
             baseline = baseline or seconds
-            label = f"{name}, {'log q from sampling' if cached else 'log q rescored'}"
+            label = name if not config.chunk_steps else \
+                f"{name}, {'log q from sampling' if cached else 'log q rescored'}"
             print(f"{label:62s} {seconds:6.2f} s/iteration  ({baseline / seconds:.2f}x baseline)")
 
 
@@ -87,7 +88,8 @@ def bench_memory() -> None:
         print(f"| {num_steps} | {cells[0]} | {cells[1]} |")
 
 
-def bench_quality(steps: int = 600, save: str | None = None) -> None:
+def bench_quality(steps: int = 600, save: str | None = None,
+                  time_limit: float = TIME_LIMIT_S, eval_every: int = 10) -> None:
     classifier = mnist_reward.load_classifier()
     prior = mnist_prior.load_prior()
     prior_x = mnist_prior.sample_images(prior, 512, generator=torch.Generator().manual_seed(1))
@@ -98,12 +100,12 @@ def bench_quality(steps: int = 600, save: str | None = None) -> None:
     print(f"## quality: prior E[log r] {prior_metrics['mean_log_reward']:.3f}, diversity of "
           f"prior samples classified even {reference:.3f} (target >= "
           f"{DIVERSITY_RATIO * reference:.3f}), E[log r] target >= {TARGET_LOG_R}")
-    config = replace(mnist.MNIST_CONFIG, steps=steps, eval_every=10)
+    config = replace(mnist.MNIST_CONFIG, steps=steps, eval_every=eval_every)
     evaluator = mnist.make_evaluator("even", classifier, num_samples=256)
     trainer = mnist.make_trainer("even", 1.0, config, prior=prior, classifier=classifier,
                                  evaluator=evaluator)
     started = time.perf_counter()
-    while trainer.step < steps and time.perf_counter() - started < TIME_LIMIT_S:
+    while trainer.step < steps and (not time_limit or time.perf_counter() - started < time_limit):
         trainer.train(config.eval_every, progress=False)
         m = trainer.evaluations[-1]
         print(f"step {trainer.step:4d}  {trainer.seconds:6.0f} s train  "
@@ -124,6 +126,12 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=("speed", "memory", "quality", "all"), default="all")
     parser.add_argument("--save", default=None, help="write the trained adapter here")
+    parser.add_argument("--steps", type=int, default=600, help="quality: RTB steps at most "
+                        "(the cosine learning-rate schedule spans them)")
+    parser.add_argument("--time-limit", type=float, default=TIME_LIMIT_S,
+                        help="quality: stop after this many seconds (0: no limit)")
+    parser.add_argument("--eval-every", type=int, default=10,
+                        help="quality: evaluate (256 samples) every this many steps")
     parser.add_argument("--probe", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.probe:
@@ -131,6 +139,7 @@ if __name__ == "__main__":
         print(json.dumps({"mb": memory_probe(steps, chunk)}))
         sys.exit(0)
     for part, run in (("speed", bench_speed), ("memory", bench_memory),
-                      ("quality", lambda: bench_quality(save=args.save))):
+                      ("quality", lambda: bench_quality(args.steps, args.save, args.time_limit,
+                                                            args.eval_every))):
         if args.part in (part, "all"):
             run()

@@ -18,8 +18,9 @@ def shipped():
 
 @pytest.mark.slow
 def test_shipped_even_posterior_moves_mass_to_even_digits(shipped):
-    # The bar is 90% even from a *conditional* posterior; this shipped single-target
-    # posterior (210 CPU steps) measured 73% on 256 samples. The test guards its gain.
+    # The bar is 90% even from a *conditional* posterior (the exact posterior has
+    # 95.7%). This single-target posterior (1000 CPU steps) measured 84.6% on 512 samples
+    # and 82% on these 128; the test guards most of that gain and the diversity.
     prior, classifier, posterior = shipped
     post_x = mnist_prior.sample_images(posterior, N, prior=prior,
                                        generator=torch.Generator().manual_seed(11))
@@ -29,9 +30,10 @@ def test_shipped_even_posterior_moves_mass_to_even_digits(shipped):
     print(f"in set {found['in_set']:.3f} (prior {before['in_set']:.3f}), E[log r] "
           f"{found['mean_log_reward']:.3f} (prior {before['mean_log_reward']:.3f}), "
           f"diversity {found['diversity']:.3f} (prior {before['diversity']:.3f})")
-    assert before["in_set"] < 0.7  # the prior: about half even
-    assert found["in_set"] >= before["in_set"] + 0.1
-    assert found["mean_log_reward"] > before["mean_log_reward"] + 1.0
+    assert before["in_set"] < 0.65  # the prior: about half even
+    assert found["in_set"] >= 0.75
+    assert found["mean_log_reward"] > before["mean_log_reward"] + 2.0
+    assert found["diversity"] >= 0.85 * before["diversity"]  # no collapse onto one digit
 
 
 @pytest.mark.slow
