@@ -274,8 +274,17 @@ class RTBTrainer:
         net = self.prior if use_prior else self.posterior
         traj = sample_trajectories(net, self.family, batch_size, self.event_shape, cond=cond,
                                    explore=explore, generator=generator or self.view_generator,
-                                   device=self.device, keep_log_pf=not use_prior)
+                                   device=self.device,
+                                   keep_log_pf=not use_prior and self.scores_in_chunks)
         return traj.with_log_reward(self.log_reward(traj.x, cond))
+
+    @property
+    def scores_in_chunks(self) -> bool:
+        """Whether the backward pass rescores log q without grad (chunked or subsampled):
+        only then is the log q recorded while sampling worth keeping."""
+        cfg = self.config
+        return cfg.chunk_steps is not None or (cfg.grad_steps is not None
+                                               and cfg.grad_steps < self.family.num_steps)
 
     def estimate_log_z_from_prior(self, num_samples: int | None = None,
                                   cond: Tensor | None = None) -> float:

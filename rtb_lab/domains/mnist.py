@@ -41,6 +41,7 @@ from rtb_lab.domains.mnist_reward import (
     load_classifier,
     make_condition,
     parse_classes,
+    set_log_prob,
     split_condition,
 )
 from rtb_lab.metrics import cosine_diversity, frechet_distance
@@ -232,8 +233,8 @@ def make_conditional_trainer(config: TrainConfig | None = None, *,
               "beta_of_cond": lambda cond: split_condition(cond)[1], "out_dir": out_dir}
     if bank_size == 0:
         return RTBTrainer(*args, **kwargs)
-    bank, log_probs = mnist_bank.prior_bank(prior, classifier, bank_size, seed=config.seed + 100,
-                                 num_steps=num_steps)
+    bank, _, log_probs = mnist_bank.prior_bank(prior, classifier, bank_size,
+                                               seed=config.seed + 100, num_steps=num_steps)
     return mnist_bank.PriorBankTrainer(*args, **kwargs, bank=bank, bank_log_probs=log_probs,
                                        bank_per_group=bank_per_group)
 
@@ -252,7 +253,7 @@ def evaluate_images(x: Tensor, classes: str | int | Iterable[int], classifier: D
     mask = class_mask(classes)
     features = classifier.features(x)
     log_p = torch.log_softmax(classifier.head(features), 1)
-    log_r = log_p.masked_fill(mask.to(x.device) < 0.5, float("-inf")).max(1).values
+    log_r = set_log_prob(log_p, mask)
     metrics = {"mean_log_reward": float(log_r.mean()),
                "in_set": float(mask.to(x.device)[log_p.argmax(1)].mean()),
                "diversity": cosine_diversity(features)}

@@ -18,7 +18,12 @@ from torch import Tensor
 from rtb_lab.baselines.importance import effective_sample_size
 from rtb_lab.diffusion import Trajectory, sample_trajectories
 from rtb_lab.domains.mnist_prior import IMAGE_SHAPE, NUM_STEPS, EpsNet, decode, make_family
-from rtb_lab.domains.mnist_reward import DigitClassifier, class_mask, split_condition
+from rtb_lab.domains.mnist_reward import (
+    DigitClassifier,
+    class_mask,
+    set_log_prob,
+    split_condition,
+)
 from rtb_lab.rtb import check_beta
 from rtb_lab.train import RTBTrainer
 
@@ -58,30 +63,29 @@ class PriorBankTrainer(RTBTrainer):
                              generator=self.generator)]
         for cond in conds:
             mask, beta = split_condition(cond[None])
-            log_r = self.bank_log_probs.masked_fill(mask < 0.5, float("-inf")).max(1).values
+            log_r = set_log_prob(self.bank_log_probs, mask)  # the bank is scored once
             picks = torch.multinomial(torch.softmax(beta * log_r, 0), self.bank_per_group,
                                       replacement=True, generator=self.generator)
             rows = cond[None].expand(self.bank_per_group, -1)
-            parts.append(Trajectory(self.bank.states[picks], cond=rows,
-                                    log_reward=self.log_reward(decode(self.prior,
-                                                                      self.bank.x[picks]),
-                                                               rows)))
+            parts.append(Trajectory(self.bank.states[picks], cond=rows, log_reward=log_r[picks]))
         return Trajectory.cat(parts)
 
 
 @torch.no_grad()
 def prior_bank(prior: EpsNet, classifier: DigitClassifier, size: int = 1024, seed: int = 0,
-               chunk: int = 256, num_steps: int = NUM_STEPS) -> tuple[Trajectory, Tensor]:
-    """`size` prior trajectories and the [size, 10] log-probs of their decoded images."""
+               chunk: int = 256, num_steps: int = NUM_STEPS
+               ) -> tuple[Trajectory, Tensor, Tensor]:
+    """`size` prior trajectories, their decoded images [size, 1, 28, 28] and the images'
+    classifier log-probs [size, 10]."""
     device = next(prior.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     parts = [sample_trajectories(prior, make_family(num_steps), min(chunk, size - i), IMAGE_SHAPE,
                                  generator=generator, device=device)
              for i in range(0, size, chunk)]
     bank = Trajectory.cat(parts)
-    log_probs = torch.cat([torch.log_softmax(classifier(decode(prior, x)), 1)
-                           for x in bank.x.split(chunk)])
-    return bank, log_probs
+    images = torch.cat([decode(prior, x) for x in bank.x.split(chunk)])
+    log_probs = torch.cat([torch.log_softmax(classifier(x), 1) for x in images.split(chunk)])
+    return bank, images, log_probs
 
 
 class ImportanceBank:
@@ -106,15 +110,13 @@ class ImportanceBank:
 
     def __init__(self, prior: EpsNet, classifier: DigitClassifier, size: int = 2048,
                  seed: int = 0, num_steps: int = NUM_STEPS) -> None:
-        bank, self.log_probs = prior_bank(prior, classifier, size, seed, num_steps=num_steps)
-        with torch.no_grad():
-            self.images = torch.cat([decode(prior, x) for x in bank.x.split(256)])
+        _, self.images, self.log_probs = prior_bank(prior, classifier, size, seed,
+                                                    num_steps=num_steps)
         self.last_ess = float("nan")
 
     def log_reward(self, classes: str | int | Iterable[int]) -> Tensor:
         """[size] log r_S of the bank images: log max_{c in S} p(c | x)."""
-        mask = class_mask(classes).to(self.log_probs.device)
-        return self.log_probs.masked_fill(mask < 0.5, float("-inf")).max(1).values
+        return set_log_prob(self.log_probs, class_mask(classes))
 
     def sample(self, classes: str | int | Iterable[int], beta: float, n: int,
                seed: int = 0) -> Tensor:

@@ -160,11 +160,15 @@ def split_condition(cond: Tensor) -> tuple[Tensor, Tensor]:
     return cond[:, :NUM_CLASSES], cond[:, NUM_CLASSES].exp()
 
 
+def set_log_prob(log_p: Tensor, mask: Tensor) -> Tensor:
+    """[B] log max_{c in S} p(c | x) from log-probabilities [B, 10] and masks [B, 10] or [10]."""
+    mask = mask.to(log_p.device).expand_as(log_p)
+    return log_p.masked_fill(mask < 0.5, float("-inf")).max(1).values
+
+
 def class_set_log_prob(classifier: DigitClassifier, x: Tensor, mask: Tensor) -> Tensor:
     """[B] log max_{c in S} p(c | x) for masks [B, 10] (or one mask [10])."""
-    log_p = torch.log_softmax(classifier(x), dim=1)
-    mask = mask.to(x.device).expand_as(log_p)
-    return log_p.masked_fill(mask < 0.5, float("-inf")).max(1).values
+    return set_log_prob(torch.log_softmax(classifier(x), dim=1), mask)
 
 
 def class_set_reward(classifier: DigitClassifier, classes: str | int | Sequence[int]):
