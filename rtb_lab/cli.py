@@ -108,22 +108,35 @@ def _finetune_mnist(args: argparse.Namespace) -> dict:
 
 
 def _train_amortised_mnist(args: argparse.Namespace) -> dict:
+    from rtb_lab.device import get_device
     from rtb_lab.domains import mnist
 
     config = replace(mnist.CONDITIONAL_CONFIG, seed=args.seed)
     if args.steps is not None:
         config = config.with_steps(args.steps)
-    trainer = mnist.make_conditional_trainer(config, beta_range=(args.beta_min, args.beta_max))
-    trainer.train(progress=not args.quiet)
+    device = get_device(args.device)
+    classifier = mnist.load_classifier(device=device)
+    trainer = mnist.make_conditional_trainer(
+        config, classifier=classifier, beta_range=(args.beta_min, args.beta_max), device=device,
+        evaluator=mnist.conditional_evaluator(classifier), out_dir=args.checkpoints)
+    if args.checkpoints is not None and (args.checkpoints / "checkpoint.pt").exists():
+        trainer.resume(args.checkpoints / "checkpoint.pt")
+    show = lambda trainer, metrics: print(json.dumps(  # noqa: E731
+        {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}),
+        flush=True)
+    trainer.train(progress=not args.quiet, eval_callbacks=[show])
     command = (f"rtb-lab train-amortised mnist --steps {trainer.config.steps} "
                f"--beta-min {args.beta_min} --beta-max {args.beta_max} --seed {args.seed}")
+    last = trainer.evaluations[-1] if trainer.evaluations else {}
     sha256 = mnist.save_posterior(trainer.posterior, args.out, command,
-                                  {"beta_range": [args.beta_min, args.beta_max]})
+                                  {"beta_range": [args.beta_min, args.beta_max],
+                                   "device": str(device), "seconds": round(trainer.seconds, 1)})
     if args.update_manifest:
-        _record_asset(Path(args.out).name, sha256, command, "MNIST LoRA posterior conditioned "
-                      f"on class set and beta in ({args.beta_min}, {args.beta_max})")
-    return {"out": str(args.out), "sha256": sha256, "steps": trainer.step,
-            "seconds": round(trainer.seconds, 2)}
+        _record_asset(Path(args.out).name, sha256, command, "MNIST posterior conditioned on "
+                      f"the class set (one LoRA block each) and beta in ({args.beta_min}, "
+                      f"{args.beta_max})")
+    return {"out": str(args.out), "sha256": sha256, "steps": trainer.step, **last,
+            "device": str(device), "seconds": round(trainer.seconds, 2)}
 
 
 def _train_amortised(args: argparse.Namespace) -> dict:
@@ -225,11 +238,16 @@ def build_parser() -> argparse.ArgumentParser:
     amortised.add_argument("--beta-min", type=float, default=None,
                            help="default 0.25 (toy2d), 0.5 (mnist)")
     amortised.add_argument("--beta-max", type=float, default=None,
-                           help="default 4.0 (toy2d), 4.0 (mnist)")
+                           help="default 4.0 (toy2d), 2.0 (mnist)")
     amortised.add_argument("--seed", type=int, default=0)
     amortised.add_argument("--out", type=Path, default=None,
                            help="default: the shipped asset's file name")
     amortised.add_argument("--update-manifest", action="store_true")
+    amortised.add_argument("--device", default=None,
+                           help="mnist: cpu, cuda... (default: $RTB_LAB_DEVICE, else the best)")
+    amortised.add_argument("--checkpoints", type=Path, default=None,
+                           help="mnist: directory for resumable checkpoints (resumes if one "
+                                "is there)")
     amortised.add_argument("--quiet", action="store_true")
     amortised.set_defaults(run=_train_amortised)
 

@@ -127,14 +127,15 @@ def test_classifier_rejects_wrong_image_shapes():
 def test_zero_init_lora_posterior_equals_the_prior(tiny_prior, conditional):
     posterior = mnist.make_posterior(tiny_prior, rank=4, conditional=conditional)
     family = mnist_prior.make_family(5)
-    cond = mnist_reward.make_condition("even", 1.5, n=6) if conditional else None
+    cond = torch.cat([mnist_reward.make_condition("even", 1.5, n=3),
+                      mnist_reward.make_condition(3, 0.5, n=3)]) if conditional else None
     traj = sample_trajectories(tiny_prior, family, 6, mnist_prior.IMAGE_SHAPE, cond=cond,
                                explore=0.3, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         torch.testing.assert_close(trajectory_log_prob(posterior, family, traj),
                                    trajectory_log_prob(tiny_prior, family, traj))
     trainable = {n for n, p in posterior.named_parameters() if p.requires_grad}
-    assert trainable and all("lora_" in n or n.startswith("cond_embed.") for n in trainable)
+    assert trainable and all("lora_" in n or n == "beta_power" for n in trainable)
     assert all(not p.requires_grad for p in tiny_prior.parameters())
 
 
@@ -161,6 +162,8 @@ def test_posterior_inputs_are_checked(tiny_prior):
         posterior(torch.zeros(2, 1, 32, 32), t, torch.zeros(2, 11))
     with pytest.raises(ValueError, match=r"conditions \[B, 11\]"):
         posterior(torch.zeros(2, 1, 28, 28), t, None)
+    with pytest.raises(ValueError, match=r"class set \(1, 7\) is not one this posterior"):
+        posterior(torch.zeros(2, 1, 28, 28), t, mnist_reward.make_condition([1, 7], 1.0, 2))
     with pytest.raises(ValueError, match="beta"):
         mnist.make_trainer("even", -1.0, prior=tiny_prior,
                            classifier=mnist_reward.DigitClassifier(4))
@@ -179,15 +182,60 @@ def test_adapter_round_trip_and_refusal_for_another_prior(tiny_prior, tmp_path):
     mnist.save_posterior(posterior, path, "test")
     loaded = mnist.load_posterior(tiny_prior, path)
     x, t = torch.randn(3, 1, 28, 28), torch.tensor([10.0, 500.0, 900.0])
-    cond = mnist_reward.make_condition([1, 7], 2.0, n=3)
+    cond = mnist_reward.make_condition(7, 2.0, n=3)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x, t, cond), posterior(x, t, cond))
+        assert isinstance(loaded, mnist.SetExpertPosterior) and loaded.sets == posterior.sets
     other = freeze(mnist_prior.EpsNet(mnist_prior.make_unet((8, 16, 16))))
     other.sha256 = "another-prior"
     with pytest.raises(CheckpointError, match="another prior"):
         mnist.load_posterior(other, path)
     with pytest.raises(CheckpointError, match="not found"):
         mnist.load_posterior(tiny_prior, tmp_path / "missing.safetensors")
+
+
+def _randomised_experts(prior, sets=((1,), (3,), (0, 2, 4, 6, 8))):
+    posterior = mnist.SetExpertPosterior(prior, sets, rank=2)
+    with torch.no_grad():
+        for param in posterior.parameters():
+            if param.requires_grad:
+                param.normal_(0.0, 0.3)
+    return posterior
+
+
+def test_set_experts_route_each_set_to_its_own_block(tiny_prior):
+    posterior = _randomised_experts(tiny_prior)
+    x, t = torch.randn(4, 1, 28, 28), torch.tensor([10.0, 300.0, 600.0, 900.0])
+    cond = torch.cat([mnist_reward.make_condition(3, 2.0, 2),
+                      mnist_reward.make_condition("even", 1.0, 2)])
+    out = posterior(x, t, cond)
+    assert not torch.allclose(out, posterior(x, t, mnist_reward.make_condition(1, 1.0, 4)))
+    out[:2].square().sum().backward()  # a loss on the rows of set (3,) only
+    blocks = {"lora_A": lambda g: g.flatten(1).abs().sum(1),  # rows of A are channels
+              "lora_B": lambda g: g.transpose(0, 1).flatten(1).abs().sum(1)}
+    for name, param in posterior.named_parameters():
+        kind = next((k for k in blocks if k in name), None)
+        if kind is None or param.grad is None:
+            continue
+        per_channel = blocks[kind](param.grad).view(3, 2)  # [set, rank]
+        assert per_channel[0].sum() == 0 and per_channel[2].sum() == 0, name
+    # d gate / d a = gate * log beta: the exponent of set (3,) learns (beta = 2), no other.
+    power = posterior.beta_power.grad.abs().sum(0)
+    assert power[2:4].sum() > 0 and power[:2].sum() == 0 and power[4:].sum() == 0
+
+
+def test_specialised_expert_equals_the_conditional_posterior(tiny_prior):
+    # The beta gate is beta ** a: folding it into B must give the same network.
+    posterior = _randomised_experts(tiny_prior)
+    x, t = torch.randn(3, 1, 28, 28), torch.tensor([10.0, 500.0, 900.0])
+    with torch.no_grad():
+        for classes, beta in (("even", 0.6), (3, 1.7)):
+            single = posterior.specialise(tiny_prior, classes, beta)
+            assert isinstance(single, mnist.LoRAPosterior) and single.rank == 2
+            expected = posterior(x, t, mnist_reward.make_condition(classes, beta, 3))
+            torch.testing.assert_close(single(x, t), expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="not one this posterior"):
+        posterior.specialise(tiny_prior, "odd", 1.0)
 
 
 def test_prior_checkpoint_errors(tmp_path):

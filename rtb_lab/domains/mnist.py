@@ -1,29 +1,36 @@
 """MNIST: RTB fine-tuning of the DDPM prior with LoRA, for one class set or amortised.
 
-The posterior is a copy of the prior's UNet with LoRA adapters (peft) on every
-ResNet convolution and time projection, plus, for a conditional posterior, an
-embedding of the condition (class mask, log beta) added to the UNet's time
-embedding. Both start at zero (LoRA's B matrices and the embedding's last layer),
-so a fresh posterior is exactly the prior. The prior itself stays frozen.
+The posteriors (`mnist_posterior`) are copies of the prior's UNet with LoRA adapters
+(peft) on every ResNet convolution and time projection, zero-initialised, so a fresh
+posterior is exactly the prior. The prior itself stays frozen. This module builds
+the trainers, the evaluation metrics and the samplers the notebook uses.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import torch
-from peft import LoraConfig, inject_adapter_in_model
-from torch import Tensor, nn
+from torch import Tensor
 
-from rtb_lab.checkpoint import CheckpointError, load_weights, save_weights, shipped_asset
 from rtb_lab.config import is_fast
 from rtb_lab.diffusion import sample_trajectories
 from rtb_lab.domains import mnist_bank
 from rtb_lab.domains.images import load_mnist
+from rtb_lab.domains.mnist_posterior import (  # noqa: F401  (re-exported)
+    BETA_RANGE,
+    CONDITIONAL_ASSET,
+    EVEN_ASSET,
+    TRAIN_SETS,
+    LoRAPosterior,
+    SetExpertPosterior,
+    load_conditional_posterior,
+    load_posterior,
+    make_posterior,
+    save_posterior,
+)
 from rtb_lab.domains.mnist_prior import (
     IMAGE_SHAPE,
     NUM_STEPS,
@@ -33,7 +40,6 @@ from rtb_lab.domains.mnist_prior import (
     make_family,
 )
 from rtb_lab.domains.mnist_reward import (
-    COND_DIM,
     DigitClassifier,
     class_mask,
     class_set_reward,
@@ -45,17 +51,8 @@ from rtb_lab.domains.mnist_reward import (
     split_condition,
 )
 from rtb_lab.metrics import cosine_diversity, frechet_distance
-from rtb_lab.rtb import check_beta, check_frozen
+from rtb_lab.rtb import check_beta
 from rtb_lab.train import RTBTrainer, TrainConfig
-
-LORA_TARGETS = ["conv1", "conv2", "time_emb_proj"]
-COND_SCALE = 1.0
-CONDITIONAL_ASSET = "mnist_conditional_posterior.safetensors"  # not shipped yet (see README)
-EVEN_ASSET = "mnist_even_posterior.safetensors"
-BETA_RANGE = (0.5, 2.0)
-# Class sets the conditional posterior is trained on (and the notebook offers).
-TRAIN_SETS: tuple[tuple[int, ...], ...] = (
-    *((c,) for c in range(10)), parse_classes("even"), parse_classes("odd"))
 
 # RTB on MNIST: batch 32 of T = 20 steps, gradient through 5 random steps of the 20
 # (unbiased): ~3.5 s per iteration on 1 CPU core. lr 3e-3 reached 76% even digits
@@ -64,9 +61,12 @@ TRAIN_SETS: tuple[tuple[int, ...], ...] = (
 MNIST_CONFIG = TrainConfig(steps=300, batch_size=32, lr=3e-3, lr_end=3e-4, log_z_lr=0.1,
                            explore=0.2, explore_hold=20, explore_end=100, chunk_steps=10,
                            grad_steps=5, grad_clip=1.0, log_z_init_samples=256, eval_every=50)
-# The conditional posterior: VarGrad over 4 conditions of 8 trajectories per batch.
-CONDITIONAL_CONFIG = replace(MNIST_CONFIG, loss="vargrad", cond_groups=4, steps=1500, lr=2e-3,
-                             residual_per_beta=True, eval_every=0, checkpoint_every=50)
+# The conditional posterior (sized for a GPU): VarGrad within each of 12 groups of 64
+# trajectories, one group per trained class set, each with its own beta. Every set owns
+# its LoRA block, so each block sees the batch a single-target run would (64, not 32).
+CONDITIONAL_CONFIG = replace(MNIST_CONFIG, loss="vargrad", cond_groups=len(TRAIN_SETS),
+                             batch_size=64 * len(TRAIN_SETS), steps=1000,
+                             residual_per_beta=True, eval_every=100, checkpoint_every=100)
 
 
 def train_config(fast: bool | None = None) -> TrainConfig:
@@ -75,117 +75,19 @@ def train_config(fast: bool | None = None) -> TrainConfig:
     return replace(MNIST_CONFIG.with_steps(15), eval_every=0) if fast else MNIST_CONFIG
 
 
-class LoRAPosterior(nn.Module):
-    """A LoRA-adapted copy of a prior EpsNet, optionally conditioned.
-
-    Args:
-        prior: the frozen prior (its weights are copied, never modified).
-        rank: LoRA rank r (alpha = r, so the adapter's scale is 1).
-        cond_dim: size of the condition vector (0: unconditional).
-    """
-
-    def __init__(self, prior: EpsNet, rank: int = 8, cond_dim: int = 0) -> None:
-        super().__init__()
-        check_frozen(prior)
-        unet = copy.deepcopy(prior.unet)
-        config = LoraConfig(r=rank, lora_alpha=rank, target_modules=LORA_TARGETS,
-                            init_lora_weights=True)  # B = 0: the adapter starts as a no-op
-        self.unet = inject_adapter_in_model(config, unet)
-        for name, param in self.unet.named_parameters():
-            param.requires_grad_("lora_" in name)
-        self.rank, self.cond_dim = rank, cond_dim
-        self.prior_sha256 = getattr(prior, "sha256", None)
-        self.cond_embed: nn.Module | None = None
-        self._cond: Tensor | None = None
-        if cond_dim:
-            width = self.unet.time_embedding.linear_2.out_features
-            self.cond_embed = nn.Sequential(nn.Linear(cond_dim, width), nn.SiLU(),
-                                            nn.Linear(width, width))
-            nn.init.zeros_(self.cond_embed[2].weight)
-            nn.init.zeros_(self.cond_embed[2].bias)
-            self.unet.time_embedding.register_forward_hook(self._add_condition)
-
-    def _add_condition(self, module: nn.Module, inputs: Any, output: Tensor) -> Tensor:
-        # The condition shifts the time embedding, which every ResNet block reads. The
-        # 0.1 slows this path down under Adam (whose steps ignore gradient scale): at full
-        # scale a few hundred steps shifted the embedding enough to break the frozen UNet.
-        return output + COND_SCALE * self.cond_embed(self._cond)
-
-    def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
-        """[B, 1, 28, 28] noisy images at times t [B] (condition [B, C]) -> noise."""
-        if x.dim() != 4 or tuple(x.shape[1:]) != IMAGE_SHAPE:
-            raise ValueError(f"expected images [B, 1, 28, 28], got {list(x.shape)}")
-        if self.cond_dim:
-            if cond is None or cond.shape != (x.shape[0], self.cond_dim):
-                got = None if cond is None else list(cond.shape)
-                raise ValueError(f"this posterior needs conditions [B, {self.cond_dim}], "
-                                 f"got {got}")
-            self._cond = cond
-        try:
-            return self.unet(x, t).sample
-        finally:
-            self._cond = None
-
-    def adapter_state_dict(self) -> dict[str, Tensor]:
-        """Only what training changes: LoRA matrices and the condition embedding."""
-        return {name: tensor for name, tensor in self.state_dict().items()
-                if "lora_" in name or name.startswith("cond_embed.")}
-
-
-def make_posterior(prior: EpsNet, rank: int = 8, conditional: bool = False) -> LoRAPosterior:
-    """A posterior starting exactly at the prior (zero-initialised LoRA)."""
-    return LoRAPosterior(prior, rank, COND_DIM if conditional else 0)
-
-
-def save_posterior(posterior: LoRAPosterior, path: str | Path, command: str,
-                   extra: dict[str, Any] | None = None) -> str:
-    """Save the adapter (not the prior's weights) with the prior's sha256; return sha256."""
-    meta = {"arch": "LoRAPosterior", "rank": posterior.rank, "cond_dim": posterior.cond_dim,
-            "prior_sha256": posterior.prior_sha256, "command": command, **(extra or {})}
-    holder = nn.Module()
-    for index, (name, tensor) in enumerate(posterior.adapter_state_dict().items()):
-        holder.register_buffer(f"t{index}", tensor)
-        meta[f"t{index}"] = name
-    return save_weights(holder, path, meta)
-
-
-def load_posterior(prior: EpsNet, path: str | Path | None = None) -> LoRAPosterior:
-    """Load an adapter onto `prior` (default: the shipped posterior for even digits, beta 1).
-
-    Raises:
-        CheckpointError: missing or corrupt file, or an adapter trained on another prior.
-    """
-    sha256 = None
-    if path is None:
-        path, sha256 = shipped_asset(EVEN_ASSET)
-    tensors, meta = load_weights(path, sha256)
-    if meta.get("arch") != "LoRAPosterior":
-        raise CheckpointError(f"{path} is not an MNIST LoRA posterior (arch={meta.get('arch')!r})")
-    if meta.get("prior_sha256") != getattr(prior, "sha256", None):
-        raise CheckpointError(
-            f"{path} is an adapter for another prior (sha256 {str(meta.get('prior_sha256'))[:12]}"
-            f"...), not for this one ({str(getattr(prior, 'sha256', None))[:12]}...)")
-    posterior = LoRAPosterior(prior, meta["rank"], meta["cond_dim"])
-    state = {meta[key]: tensor for key, tensor in tensors.items()}
-    missing, unexpected = posterior.load_state_dict(state, strict=False)
-    if unexpected or set(state) != set(posterior.adapter_state_dict()):
-        raise CheckpointError(f"{path} does not match the adapter layout: {unexpected[:3]}")
-    posterior.requires_grad_(False)
-    for name, param in posterior.named_parameters():
-        param.requires_grad_("lora_" in name or name.startswith("cond_embed."))
-    return posterior
-
-
 # ------------------------------------------------------------------ trainers
 def sample_conditions(sets: Iterable[tuple[int, ...]] = TRAIN_SETS,
                       beta_range: tuple[float, float] = BETA_RANGE
                       ) -> Callable[[int, torch.Generator], Tensor]:
-    """A sampler of conditions: a class set uniformly, beta log-uniformly in the range."""
+    """A sampler of conditions: class sets in a random order (each once per len(sets)
+    draws, so a batch of len(sets) groups covers them all), beta log-uniformly."""
     sets = list(sets)
     low, high = (torch.tensor(b).log() for b in beta_range)
 
     def draw(n: int, generator: torch.Generator) -> Tensor:
-        picks = torch.randint(len(sets), (n,), generator=generator).tolist()
+        rounds = -(-n // len(sets))
+        picks = torch.cat([torch.randperm(len(sets), generator=generator)
+                           for _ in range(rounds)])[:n].tolist()
         betas = (low + (high - low) * torch.rand(n, generator=generator)).exp()
         return torch.cat([make_condition(sets[i], float(b)) for i, b in zip(picks, betas,
                                                                             strict=True)])
@@ -212,31 +114,56 @@ def make_trainer(classes: str | int | Iterable[int] = "even", beta: float = 1.0,
 
 def make_conditional_trainer(config: TrainConfig | None = None, *,
                              prior: EpsNet | None = None,
-                             classifier: DigitClassifier | None = None, rank: int = 8,
+                             classifier: DigitClassifier | None = None, rank: int = 4,
                              sets: Iterable[tuple[int, ...]] = TRAIN_SETS,
                              beta_range: tuple[float, float] = BETA_RANGE,
-                             bank_size: int = 1024, bank_per_group: int = 3,
-                             num_steps: int = NUM_STEPS,
+                             bank_size: int = 0, bank_per_group: int = 3,
+                             num_steps: int = NUM_STEPS, device: torch.device | str = "cpu",
+                             evaluator: Callable[[RTBTrainer], dict[str, float]] | None = None,
                              out_dir: str | Path | None = None) -> RTBTrainer:
-    """An RTB trainer for one posterior amortised over class sets and beta (VarGrad).
+    """An RTB trainer for one posterior conditioned on (class set, beta), with VarGrad.
 
-    With `bank_size` > 0, batches also draw from a bank of prior trajectories
-    (`PriorBankTrainer`); 0 gives the plain on-policy-with-exploration trainer.
+    The posterior is a `SetExpertPosterior` (a LoRA block of `rank` per set). With
+    `bank_size` > 0, batches also draw from a bank of prior trajectories
+    (`PriorBankTrainer`); 0 (default) gives on-policy sampling with exploration. See
+    `conditional_evaluator` for an evaluator.
     """
-    prior = prior or load_prior()
-    classifier = classifier or load_classifier()
+    prior = prior or load_prior(device=device)
+    classifier = classifier or load_classifier(device=device)
     config = config or CONDITIONAL_CONFIG
+    sets = tuple(sets)
     reward = conditional_reward(classifier)
-    args = (prior, make_posterior(prior, rank, conditional=True), make_family(num_steps),
+    args = (prior, SetExpertPosterior(prior, sets, rank), make_family(num_steps),
             lambda x, cond: reward(decode(prior, x), cond), IMAGE_SHAPE, config)
     kwargs = {"cond_sampler": sample_conditions(sets, beta_range),
-              "beta_of_cond": lambda cond: split_condition(cond)[1], "out_dir": out_dir}
+              "beta_of_cond": lambda cond: split_condition(cond)[1], "out_dir": out_dir,
+              "evaluator": evaluator}
     if bank_size == 0:
         return RTBTrainer(*args, **kwargs)
     bank, _, log_probs = mnist_bank.prior_bank(prior, classifier, bank_size,
                                                seed=config.seed + 100, num_steps=num_steps)
     return mnist_bank.PriorBankTrainer(*args, **kwargs, bank=bank, bank_log_probs=log_probs,
                                        bank_per_group=bank_per_group)
+
+
+def conditional_evaluator(classifier: DigitClassifier,
+                          targets: Iterable[tuple[str | int, float]] = (("even", 1.0), (1, 1.0),
+                                                                        (3, 1.0)),
+                          num_samples: int = 256) -> Callable[[RTBTrainer], dict[str, float]]:
+    """An evaluator for a conditional trainer: ``in_set/<set>@<beta>`` and
+    ``log_r/<set>@<beta>`` from `num_samples` posterior samples per target."""
+
+    def evaluate(trainer: RTBTrainer) -> dict[str, float]:
+        metrics = {}
+        for classes, beta in targets:
+            cond = make_condition(classes, beta, num_samples).to(trainer.device)
+            x = decode(trainer.prior, trainer.sample(num_samples, cond=cond).x)
+            found = evaluate_images(x, classes, classifier)
+            metrics[f"in_set/{classes}@{beta:g}"] = found["in_set"]
+            metrics[f"log_r/{classes}@{beta:g}"] = found["mean_log_reward"]
+        return metrics
+
+    return evaluate
 
 
 # ------------------------------------------------------------------ evaluation
@@ -302,18 +229,22 @@ def finetune(classes: str | int | Iterable[int] = "even", beta: float = 1.0,
 
 
 def conditional_sampler(posterior: LoRAPosterior, prior: EpsNet, num_steps: int = NUM_STEPS,
-                        seed: int = 0) -> Callable[[Iterable[int], float, int], Tensor]:
+                        seed: int = 0
+                        ) -> Callable[[str | int | Iterable[int], float, int], Tensor]:
     """``sample(classes, beta, n) -> [n, 1, 28, 28]`` images from a conditional posterior.
 
     Every call reuses the same noise (seed), so changing the classes or beta in a widget
-    shows the effect of the condition alone.
+    shows the effect of the condition alone. A `SetExpertPosterior` is specialised to
+    the requested condition first (same samples, cheaper network).
     """
     family = make_family(num_steps)
     device = next(posterior.parameters()).device
 
-    def sample(classes: Iterable[int], beta: float, n: int) -> Tensor:
-        cond = make_condition(tuple(classes), beta, n).to(device)
-        x_end = sample_trajectories(posterior, family, n, IMAGE_SHAPE, cond=cond, device=device,
+    def sample(classes: str | int | Iterable[int], beta: float, n: int) -> Tensor:
+        net, cond = posterior, make_condition(classes, beta, n).to(device)
+        if isinstance(posterior, SetExpertPosterior):
+            net, cond = posterior.specialise(prior, classes, beta), None
+        x_end = sample_trajectories(net, family, n, IMAGE_SHAPE, cond=cond, device=device,
                                     generator=torch.Generator().manual_seed(seed)).x
         return decode(prior, x_end)
 

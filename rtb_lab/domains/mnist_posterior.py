@@ -1,0 +1,251 @@
+"""MNIST posteriors: LoRA adapters (peft) on a copy of the frozen prior's UNet.
+
+Two kinds, both starting exactly at the prior (LoRA's B matrices are zero):
+
+* `LoRAPosterior`: one adapter, for one class set and one beta.
+* `SetExpertPosterior`: one network conditioned on (class set, beta). Each trained
+  class set owns its own rank-r block of a shared LoRA, scaled by a learned power
+  of beta per channel. Sets share nothing trainable, so learning "even" cannot undo
+  "3" (a shared adapter conditioned through the time embedding, and per-digit
+  experts summed over a set, both interfered that way; see the README).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import LoraConfig, inject_adapter_in_model
+from torch import Tensor, nn
+
+from rtb_lab.checkpoint import CheckpointError, load_weights, save_weights, shipped_asset
+from rtb_lab.domains.mnist_prior import IMAGE_SHAPE, EpsNet
+from rtb_lab.domains.mnist_reward import (
+    COND_DIM,
+    NUM_CLASSES,
+    class_mask,
+    make_condition,
+    parse_classes,
+    split_condition,
+)
+from rtb_lab.rtb import check_frozen
+
+LORA_TARGETS = ["conv1", "conv2", "time_emb_proj"]
+EVEN_ASSET = "mnist_even_posterior.safetensors"
+CONDITIONAL_ASSET = "mnist_conditional_posterior.safetensors"
+BETA_RANGE = (0.5, 2.0)
+# Class sets the conditional posterior is trained on (and the notebook offers).
+TRAIN_SETS: tuple[tuple[int, ...], ...] = (
+    *((c,) for c in range(10)), parse_classes("even"), parse_classes("odd"))
+
+
+def _adapted_copy(prior: EpsNet, rank: int) -> nn.Module:
+    """A deep copy of the prior's UNet with a zero-initialised LoRA (alpha = rank: scale 1)."""
+    check_frozen(prior)
+    config = LoraConfig(r=rank, lora_alpha=rank, target_modules=LORA_TARGETS,
+                        init_lora_weights=True)  # B = 0: the adapter starts as a no-op
+    unet = inject_adapter_in_model(config, copy.deepcopy(prior.unet))
+    for name, param in unet.named_parameters():
+        param.requires_grad_("lora_" in name)
+    return unet
+
+
+def _check_images(x: Tensor) -> None:
+    if x.dim() != 4 or tuple(x.shape[1:]) != IMAGE_SHAPE:
+        raise ValueError(f"expected images [B, 1, 28, 28], got {list(x.shape)}")
+
+
+class LoRAPosterior(nn.Module):
+    """A LoRA-adapted copy of a prior EpsNet, for one class set and beta.
+
+    Args:
+        prior: the frozen prior (its weights are copied, never modified).
+        rank: LoRA rank r (alpha = r, so the adapter's scale is 1).
+    """
+
+    cond_dim = 0
+
+    def __init__(self, prior: EpsNet, rank: int = 8) -> None:
+        super().__init__()
+        self.unet = _adapted_copy(prior, rank)
+        self.rank = rank
+        self.prior_sha256 = getattr(prior, "sha256", None)
+        self.to(next(prior.parameters()).device)
+
+    def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+        """[B, 1, 28, 28] noisy images at times t [B] -> predicted noise."""
+        _check_images(x)
+        return self.unet(x, t).sample
+
+    def metadata(self) -> dict[str, Any]:
+        """What `load_posterior` needs to rebuild this module."""
+        return {"arch": "LoRAPosterior", "rank": self.rank, "cond_dim": 0}
+
+    def adapter_state_dict(self) -> dict[str, Tensor]:
+        """Only what training changes (the LoRA matrices)."""
+        return {name: tensor for name, tensor in self.state_dict().items()
+                if name == "beta_power" or "lora_" in name}
+
+
+class SetExpertPosterior(LoRAPosterior):
+    """A posterior conditioned on (class set, beta): one LoRA block per trained set.
+
+    One peft adapter of rank `rank * len(sets)`; a forward hook on each LoRA "A"
+    projection keeps only the `rank` channels of the row's class set and scales them
+    by beta ** a, with a learned exponent a per layer and channel (0 at the start).
+
+    Args:
+        prior: the frozen prior.
+        sets: the class sets it can be conditioned on.
+        rank: LoRA rank per set.
+    """
+
+    cond_dim = COND_DIM
+
+    def __init__(self, prior: EpsNet, sets: Iterable[Iterable[int]] = TRAIN_SETS,
+                 rank: int = 4) -> None:
+        nn.Module.__init__(self)
+        self.sets = tuple(tuple(parse_classes(list(s))) for s in sets)
+        if len(set(self.sets)) != len(self.sets) or not self.sets:
+            raise ValueError(f"sets must be distinct and non-empty, got {self.sets}")
+        self.unet = _adapted_copy(prior, rank * len(self.sets))
+        self.rank = rank
+        self.prior_sha256 = getattr(prior, "sha256", None)
+        self.register_buffer("set_masks", torch.stack([class_mask(s) for s in self.sets]))
+        self.lora_layers = [name.removesuffix(".lora_A.default") for name, _ in
+                            self.unet.named_modules() if name.endswith("lora_A.default")]
+        self.beta_power = nn.Parameter(torch.zeros(len(self.lora_layers), rank * len(self.sets)))
+        for index, name in enumerate(self.lora_layers):
+            self.unet.get_submodule(f"{name}.lora_A.default").register_forward_hook(
+                partial(self._gate, index))
+        self._gates: Tensor | None = None  # [B, rank * K] block mask, set during forward
+        self._log_beta: Tensor | None = None
+        self.to(next(prior.parameters()).device)
+
+    def _gate(self, index: int, module: nn.Module, inputs: Any, output: Tensor) -> Tensor:
+        gate = self._gates * torch.exp(self.beta_power[index] * self._log_beta[:, None])
+        return output * gate.view(*gate.shape, *(1,) * (output.dim() - 2))
+
+    def set_index(self, cond: Tensor) -> Tensor:
+        """[B] index into `sets` of each condition row's class set.
+
+        Raises:
+            ValueError: a row names a class set this posterior was not trained on.
+        """
+        mask, _ = split_condition(cond)
+        match = ((mask[:, None, :] - self.set_masks[None]).abs().sum(-1) < 0.5)  # [B, K]
+        if not bool(match.any(1).all()):
+            row = mask[~match.any(1)][0]
+            classes = tuple(int(c) for c in torch.nonzero(row > 0.5).flatten())
+            raise ValueError(f"class set {classes} is not one this posterior was trained on "
+                             f"({self.set_names()}); sample it with mnist_bank.ImportanceBank")
+        return match.float().argmax(1)
+
+    @torch.no_grad()
+    def specialise(self, prior: EpsNet, classes: str | int | Iterable[int],
+                   beta: float) -> LoRAPosterior:
+        """The same posterior for one trained set and beta, as a plain rank-r
+        `LoRAPosterior`: that set's block, with its beta gate folded into B. Its outputs
+        equal this module's for that condition, at a fraction of the cost (sampling on
+        a CPU: the gate no longer computes every set's block)."""
+        index = int(self.set_index(make_condition(classes, beta).to(self.set_masks.device)))
+        block = slice(index * self.rank, (index + 1) * self.rank)
+        single = LoRAPosterior(prior, self.rank)
+        for layer, name in enumerate(self.lora_layers):
+            gate = torch.exp(self.beta_power[layer, block] * math.log(beta))
+            a = self.unet.get_submodule(f"{name}.lora_A.default").weight[block]
+            b = self.unet.get_submodule(f"{name}.lora_B.default").weight[:, block]
+            single.unet.get_submodule(f"{name}.lora_A.default").weight.copy_(a)
+            single.unet.get_submodule(f"{name}.lora_B.default").weight.copy_(
+                b * gate.view(1, -1, *(1,) * (b.dim() - 2)))
+        return single.requires_grad_(False)
+
+    def set_names(self) -> list[str]:
+        """Readable names of the trained sets ("even", "odd", "3", ...)."""
+        named = {parse_classes("even"): "even", parse_classes("odd"): "odd"}
+        return [named.get(s, "".join(map(str, s))) for s in self.sets]
+
+    def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+        """[B, 1, 28, 28] noisy images at times t [B], conditions [B, 11] -> noise."""
+        _check_images(x)
+        if cond is None or cond.shape != (x.shape[0], COND_DIM):
+            got = None if cond is None else list(cond.shape)
+            raise ValueError(f"this posterior needs conditions [B, {COND_DIM}] (class mask, "
+                             f"log beta; see mnist_reward.make_condition), got {got}")
+        index = self.set_index(cond)
+        self._gates = (index[:, None] == torch.arange(len(self.sets), device=x.device)) \
+            .to(x.dtype).repeat_interleave(self.rank, 1)
+        self._log_beta = cond[:, NUM_CLASSES].to(x.dtype)
+        try:
+            return self.unet(x, t).sample
+        finally:
+            self._gates = self._log_beta = None
+
+    def metadata(self) -> dict[str, Any]:
+        return {"arch": "SetExpertPosterior", "rank": self.rank, "cond_dim": COND_DIM,
+                "sets": [list(s) for s in self.sets]}
+
+
+def make_posterior(prior: EpsNet, rank: int | None = None,
+                   conditional: bool = False) -> LoRAPosterior:
+    """A posterior starting exactly at the prior: one adapter (rank 8), or the
+    conditional set-expert posterior (rank 4 per trained set)."""
+    if conditional:
+        return SetExpertPosterior(prior, rank=rank or 4)
+    return LoRAPosterior(prior, rank or 8)
+
+
+def save_posterior(posterior: LoRAPosterior, path: str | Path, command: str,
+                   extra: dict[str, Any] | None = None) -> str:
+    """Save the adapter (not the prior's weights) with the prior's sha256; return sha256."""
+    meta = {**posterior.metadata(), "prior_sha256": posterior.prior_sha256,
+            "command": command, **(extra or {})}
+    holder = nn.Module()
+    for index, (name, tensor) in enumerate(posterior.adapter_state_dict().items()):
+        holder.register_buffer(f"t{index}", tensor.detach().cpu())
+        meta[f"t{index}"] = name
+    return save_weights(holder, path, meta)
+
+
+def load_posterior(prior: EpsNet, path: str | Path | None = None,
+                   asset: str = EVEN_ASSET) -> LoRAPosterior:
+    """Load an adapter onto `prior` (default: the shipped posterior for even digits, beta 1).
+
+    Raises:
+        CheckpointError: missing or corrupt file, or an adapter trained on another prior.
+    """
+    sha256 = None
+    if path is None:
+        path, sha256 = shipped_asset(asset)
+    tensors, meta = load_weights(path, sha256)
+    if meta.get("arch") not in ("LoRAPosterior", "SetExpertPosterior"):
+        raise CheckpointError(f"{path} is not an MNIST LoRA posterior (arch={meta.get('arch')!r})")
+    if meta.get("prior_sha256") != getattr(prior, "sha256", None):
+        raise CheckpointError(
+            f"{path} is an adapter for another prior (sha256 {str(meta.get('prior_sha256'))[:12]}"
+            f"...), not for this one ({str(getattr(prior, 'sha256', None))[:12]}...)")
+    if meta["arch"] == "SetExpertPosterior":
+        posterior = SetExpertPosterior(prior, meta["sets"], meta["rank"])
+    else:
+        posterior = LoRAPosterior(prior, meta["rank"])
+    state = {meta[key]: tensor for key, tensor in tensors.items()}
+    missing, unexpected = posterior.load_state_dict(state, strict=False)
+    if unexpected or set(state) != set(posterior.adapter_state_dict()):
+        raise CheckpointError(f"{path} does not match the adapter layout: {unexpected[:3]}")
+    for name, param in posterior.named_parameters():
+        param.requires_grad_(name == "beta_power" or "lora_" in name)
+    return posterior
+
+
+def load_conditional_posterior(prior: EpsNet, path: str | Path | None = None
+                               ) -> SetExpertPosterior:
+    """Load the conditional posterior (default: the shipped one)."""
+    posterior = load_posterior(prior, path, CONDITIONAL_ASSET)
+    if not isinstance(posterior, SetExpertPosterior):
+        raise CheckpointError(f"{path} holds a single-target posterior, not a conditional one")
+    return posterior
