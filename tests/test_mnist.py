@@ -327,3 +327,32 @@ def test_importance_bank_resamples_in_proportion_to_r_to_the_beta(tiny_prior):
         bank.sample("even", 0.0, 10)
     with pytest.raises(ValueError, match="class"):
         bank.sample([12], 1.0, 10)
+
+
+def test_amortised_or_exact_uses_rtb_only_where_it_was_trained(tiny_prior):
+    posterior = mnist.SetExpertPosterior(tiny_prior, ((1,), (0, 2, 4, 6, 8)), rank=2)
+    bank = mnist_bank.ImportanceBank(tiny_prior, freeze(mnist_reward.DigitClassifier(4)),
+                                     size=4, num_steps=3)
+    bank.images = torch.full((4, 1, 28, 28), 7.0)  # a marker: the bank holds only 7.0s
+    sample = mnist.AmortisedOrExact(posterior, tiny_prior, bank, beta_range=(0.5, 2.0))
+    x = sample("even", 1.5, 3)
+    assert sample.source == "RTB posterior" and x.shape == (3, 1, 28, 28)
+    assert not (x == 7.0).all() and sample.last_beta == 1.5
+    for classes, beta in (("even", 4.0), ([1, 7], 1.0), ("odd", 1.0)):
+        assert (sample(classes, beta, 3) == 7.0).all() and sample.source.startswith("exact")
+
+
+def test_exact_metrics_are_the_importance_weighted_averages(tiny_prior):
+    bank = mnist_bank.ImportanceBank(tiny_prior, freeze(mnist_reward.DigitClassifier(4)),
+                                     size=4, num_steps=3)
+    probs = torch.full((4, 10), 0.1 / 9)
+    probs[range(4), [0, 1, 2, 3]] = 0.9
+    bank.log_probs = probs.log()
+    # "even" at beta 2: r = (0.9, 0.1/9, 0.9, 0.1/9), weights r^2 normalised; in set: 0, 2.
+    w = torch.tensor([0.81, (0.1 / 9) ** 2, 0.81, (0.1 / 9) ** 2])
+    w = w / w.sum()
+    found = bank.exact_metrics("even", 2.0)
+    assert found["in_set"] == pytest.approx(float(w[0] + w[2]))
+    r = torch.tensor([0.9, 0.1 / 9, 0.9, 0.1 / 9])
+    assert found["mean_log_reward"] == pytest.approx(float((w * r.log()).sum()), rel=1e-5)
+    assert found["ess"] == pytest.approx(float(1 / (w**2).sum()), rel=1e-5)

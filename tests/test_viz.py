@@ -286,3 +286,11 @@ def test_class_set_panel_redraws_once_per_change():
     panel.set_classes(())
     assert len(calls) == 4 and "at least one digit" in panel.label.value
     assert "digits 1579, β = 2.00" in panel.figure.axes[0].get_title()
+
+
+def test_format_metrics_shows_numbers_and_text_and_skips_the_rest():
+    from rtb_lab.viz.widgets import format_metrics
+
+    line = format_metrics({"in_set": 0.83125, "drawn by": "RTB posterior", "steps": 476,
+                           "curve": [1, 2]})
+    assert line == "in_set = 0.8313 · drawn by: RTB posterior · steps = 476"

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -249,6 +250,53 @@ def conditional_sampler(posterior: LoRAPosterior, prior: EpsNet, num_steps: int 
         return decode(prior, x_end)
 
     return sample
+
+
+class AmortisedOrExact:
+    """``sample(classes, beta, n)``: the RTB conditional posterior where it was trained
+    (its class sets, beta in `beta_range`), else the exact posterior from a resampled
+    prior bank. `source` names the one that drew the last samples; `evaluate` measures
+    them beside the exact posterior (a widget's `evaluate_fn`).
+
+    Args:
+        posterior: a conditional `SetExpertPosterior`.
+        prior: the frozen prior (decodes the final states).
+        bank: an `mnist_bank.ImportanceBank` for the other conditions and the exact figures.
+        classifier: the reward classifier (for `evaluate`).
+        beta_range: the betas the posterior was trained on.
+        seed: the noise seed of the RTB samples (fixed: only the condition changes them).
+    """
+
+    def __init__(self, posterior: SetExpertPosterior, prior: EpsNet,
+                 bank: mnist_bank.ImportanceBank, classifier: DigitClassifier | None = None,
+                 beta_range: tuple[float, float] = BETA_RANGE, seed: int = 0) -> None:
+        self.posterior, self.bank, self.beta_range = posterior, bank, beta_range
+        self.classifier = classifier
+        self.rtb = conditional_sampler(posterior, prior, seed=seed)
+        self.source = ""
+        self.last_beta = float("nan")
+
+    def trained_on(self, classes: str | int | Iterable[int], beta: float) -> bool:
+        """Whether the RTB posterior was trained for this class set and beta."""
+        low, high = self.beta_range
+        return parse_classes(classes) in self.posterior.sets and low <= beta <= high
+
+    def __call__(self, classes: str | int | Iterable[int], beta: float, n: int) -> Tensor:
+        self.last_beta = beta
+        if self.trained_on(classes, beta):
+            self.source = "RTB posterior"
+            return self.rtb(classes, beta, n)
+        self.source = "exact (prior bank)"
+        return self.bank.sample(classes, beta, n)
+
+    def evaluate(self, classes: str | int | Iterable[int], x: Tensor) -> dict[str, Any]:
+        """Who drew `x`, its in-set share, E[log r] and diversity, and the exact
+        posterior's in-set share and bank ESS at the last beta."""
+        if self.classifier is None:
+            raise ValueError("AmortisedOrExact.evaluate needs the classifier= argument")
+        exact = self.bank.exact_metrics(classes, self.last_beta)
+        return {"drawn by": self.source, **evaluate_images(x, classes, self.classifier),
+                "exact in_set": exact["in_set"], "bank ESS": exact["ess"]}
 
 
 def set_evaluator(classifier: DigitClassifier

@@ -118,6 +118,17 @@ class ImportanceBank:
         """[size] log r_S of the bank images: log max_{c in S} p(c | x)."""
         return set_log_prob(self.log_probs, class_mask(classes))
 
+    def exact_metrics(self, classes: str | int | Iterable[int], beta: float) -> dict[str, float]:
+        """The posterior's in-set share and E[log r] as importance-weighted bank averages
+        (no resampling noise), with the ESS of those weights."""
+        check_beta(beta)
+        log_r = self.log_reward(classes)
+        weights = torch.softmax(beta * log_r.double(), 0)
+        in_set = class_mask(classes).to(self.log_probs.device)[self.log_probs.argmax(1)]
+        return {"in_set": float((weights * in_set).sum()),
+                "mean_log_reward": float((weights * log_r).sum()),
+                "ess": effective_sample_size(beta * log_r)}
+
     def sample(self, classes: str | int | Iterable[int], beta: float, n: int,
                seed: int = 0) -> Tensor:
         """[n, 1, 28, 28] images drawn with probability proportional to r_S^beta."""

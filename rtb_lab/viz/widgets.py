@@ -42,9 +42,11 @@ def show_in(output: widgets.Output, figure: Figure) -> None:
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:
-    """One line "name = value · ..." of the numeric entries of a metrics dict."""
-    return " · ".join(f"{name} = {value:.4g}" for name, value in metrics.items()
-                      if isinstance(value, int | float))
+    """One line "name = value · ..." of the numbers (and "name: text" of the strings)
+    in a metrics dict; other entries are left out."""
+    return " · ".join(f"{name} = {value:.4g}" if isinstance(value, int | float)
+                      else f"{name}: {value}" for name, value in metrics.items()
+                      if isinstance(value, int | float | str))
 
 
 def beta_slider(value: float, betas: tuple[float, float], name: str = "β"
