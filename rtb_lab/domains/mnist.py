@@ -242,9 +242,10 @@ def conditional_sampler(posterior: LoRAPosterior, prior: EpsNet, num_steps: int 
     device = next(posterior.parameters()).device
 
     def sample(classes: str | int | Iterable[int], beta: float, n: int) -> Tensor:
-        net, cond = posterior, make_condition(classes, beta, n).to(device)
         if isinstance(posterior, SetExpertPosterior):
             net, cond = posterior.specialise(prior, classes, beta), None
+        else:
+            net, cond = posterior, make_condition(classes, beta, n).to(device)
         x_end = sample_trajectories(net, family, n, IMAGE_SHAPE, cond=cond, device=device,
                                     generator=torch.Generator().manual_seed(seed)).x
         return decode(prior, x_end)

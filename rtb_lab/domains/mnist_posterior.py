@@ -44,6 +44,11 @@ TRAIN_SETS: tuple[tuple[int, ...], ...] = (
     *((c,) for c in range(10)), parse_classes("even"), parse_classes("odd"))
 
 
+def _is_adapter(name: str) -> bool:
+    """Whether a parameter is one training changes (LoRA matrices, beta exponents)."""
+    return name == "beta_power" or "lora_" in name
+
+
 def _adapted_copy(prior: EpsNet, rank: int) -> nn.Module:
     """A deep copy of the prior's UNet with a zero-initialised LoRA (alpha = rank: scale 1)."""
     check_frozen(prior)
@@ -88,8 +93,7 @@ class LoRAPosterior(nn.Module):
 
     def adapter_state_dict(self) -> dict[str, Tensor]:
         """Only what training changes (the LoRA matrices)."""
-        return {name: tensor for name, tensor in self.state_dict().items()
-                if name == "beta_power" or "lora_" in name}
+        return {name: tensor for name, tensor in self.state_dict().items() if _is_adapter(name)}
 
 
 class SetExpertPosterior(LoRAPosterior):
@@ -109,17 +113,15 @@ class SetExpertPosterior(LoRAPosterior):
 
     def __init__(self, prior: EpsNet, sets: Iterable[Iterable[int]] = TRAIN_SETS,
                  rank: int = 4) -> None:
-        nn.Module.__init__(self)
-        self.sets = tuple(tuple(parse_classes(list(s))) for s in sets)
-        if len(set(self.sets)) != len(self.sets) or not self.sets:
-            raise ValueError(f"sets must be distinct and non-empty, got {self.sets}")
-        self.unet = _adapted_copy(prior, rank * len(self.sets))
-        self.rank = rank
-        self.prior_sha256 = getattr(prior, "sha256", None)
-        self.register_buffer("set_masks", torch.stack([class_mask(s) for s in self.sets]))
+        sets = tuple(tuple(parse_classes(list(s))) for s in sets)
+        if len(set(sets)) != len(sets) or not sets:
+            raise ValueError(f"sets must be distinct and non-empty, got {sets}")
+        super().__init__(prior, rank * len(sets))  # one adapter holding every block
+        self.sets, self.rank = sets, rank
+        self.register_buffer("set_masks", torch.stack([class_mask(s) for s in sets]))
         self.lora_layers = [name.removesuffix(".lora_A.default") for name, _ in
                             self.unet.named_modules() if name.endswith("lora_A.default")]
-        self.beta_power = nn.Parameter(torch.zeros(len(self.lora_layers), rank * len(self.sets)))
+        self.beta_power = nn.Parameter(torch.zeros(len(self.lora_layers), rank * len(sets)))
         for index, name in enumerate(self.lora_layers):
             self.unet.get_submodule(f"{name}.lora_A.default").register_forward_hook(
                 partial(self._gate, index))
@@ -234,11 +236,9 @@ def load_posterior(prior: EpsNet, path: str | Path | None = None,
     else:
         posterior = LoRAPosterior(prior, meta["rank"])
     state = {meta[key]: tensor for key, tensor in tensors.items()}
-    missing, unexpected = posterior.load_state_dict(state, strict=False)
+    _, unexpected = posterior.load_state_dict(state, strict=False)
     if unexpected or set(state) != set(posterior.adapter_state_dict()):
         raise CheckpointError(f"{path} does not match the adapter layout: {unexpected[:3]}")
-    for name, param in posterior.named_parameters():
-        param.requires_grad_(name == "beta_power" or "lora_" in name)
     return posterior
 
 
