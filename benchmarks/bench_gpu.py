@@ -97,7 +97,8 @@ def bench_precision(trainer) -> None:
 
 
 def train(device: torch.device, seconds_per_iteration: float, until_s: float,
-          out: Path, num_samples: int = 1024, resume: Path | None = None) -> None:
+          out: Path, num_samples: int = 1024, resume: Path | None = None,
+          extra: list[str] | None = None) -> None:
     """Train the conditional posterior with as many steps as fit before `until_s`
     (more steps after those of the `resume` checkpoint, if given)."""
     from rtb_lab import cli
@@ -112,7 +113,8 @@ def train(device: torch.device, seconds_per_iteration: float, until_s: float,
     report(part="train", planned_steps=steps, budget_s=round(left))
     cli.main(["train-amortised", "mnist", "--steps", str(steps), "--device", str(device),
               "--out", str(out / "mnist_conditional_posterior.safetensors"), "--quiet",
-              "--checkpoints", str(out)])
+              "--checkpoints", str(out), "--max-seconds", str(round(left / overhead)),
+              *(extra or [])])
     evaluate_all(device, out / "mnist_conditional_posterior.safetensors", num_samples)
 
 
@@ -139,6 +141,9 @@ def main() -> None:
                         help="skip the speed part and plan training with this figure")
     parser.add_argument("--resume", type=Path, default=None,
                         help="continue from this trainer checkpoint")
+    parser.add_argument("--train-args", default="",
+                        help="more `rtb-lab train-amortised mnist` options, e.g. "
+                             "'--per-set-batch 128 --learn-std'")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny batches (a dry run of this script on a CPU)")
     args = parser.parse_args()
@@ -146,12 +151,14 @@ def main() -> None:
         mnist.CONDITIONAL_CONFIG = replace(mnist.CONDITIONAL_CONFIG, batch_size=24,
                                            eval_every=2, checkpoint_every=2)
     device = get_device()
+    # Training is fp32: TF32 convolutions (PyTorch's default for cuDNN) are off.
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     report(part="device", device=str(device), name=name, torch=torch.__version__)
     seconds = args.seconds_per_step or bench_speed(device)
     if args.train_until:
         train(device, seconds, args.train_until, args.out, 16 if args.smoke else 1024,
-              args.resume)
+              args.resume, args.train_args.split())
 
 
 if __name__ == "__main__":

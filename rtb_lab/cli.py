@@ -107,26 +107,52 @@ def _finetune_mnist(args: argparse.Namespace) -> dict:
             "steps": trainer.step, "seconds": round(trainer.seconds, 2)}
 
 
+def _time_budget(seconds: float, measure_steps: int = 3):
+    """A training callback that fits the run into `seconds` of training: after
+    `measure_steps` steps it sets the planned step count (and so the lr schedule) from
+    the measured speed, and it interrupts cleanly (checkpoint, then save) at the limit."""
+    first = {}
+
+    def callback(trainer, record) -> None:
+        first.setdefault("step", trainer.step)  # from the end of the first step (warm-up)
+        first.setdefault("seconds", trainer.seconds)
+        done = trainer.step - first["step"]
+        if done == measure_steps:
+            per_step = (trainer.seconds - first["seconds"]) / done
+            left = int((seconds - (trainer.seconds - first["seconds"])) / per_step)
+            trainer.config = replace(trainer.config, steps=trainer.step + max(1, left))
+            print(json.dumps({"seconds_per_step": round(per_step, 3),
+                              "planned_steps": trainer.config.steps}), flush=True)
+        if trainer.seconds - first["seconds"] > seconds:
+            raise KeyboardInterrupt
+    return callback
+
+
 def _train_amortised_mnist(args: argparse.Namespace) -> dict:
     from rtb_lab.device import get_device
     from rtb_lab.domains import mnist
 
-    config = replace(mnist.CONDITIONAL_CONFIG, seed=args.seed)
-    if args.steps is not None:
-        config = config.with_steps(args.steps)
+    config = mnist.conditional_config(args.steps, args.per_set_batch, args.lr,
+                                      warm=args.init_from is not None, seed=args.seed)
     device = get_device(args.device)
     classifier = mnist.load_classifier(device=device)
     trainer = mnist.make_conditional_trainer(
         config, classifier=classifier, beta_range=(args.beta_min, args.beta_max), device=device,
-        evaluator=mnist.conditional_evaluator(classifier), out_dir=args.checkpoints)
+        evaluator=mnist.conditional_evaluator(classifier), out_dir=args.checkpoints,
+        learn_std=args.learn_std, init_from=args.init_from)
     if args.checkpoints is not None and (args.checkpoints / "checkpoint.pt").exists():
         trainer.resume(args.checkpoints / "checkpoint.pt")
     show = lambda trainer, metrics: print(json.dumps(  # noqa: E731
         {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}),
         flush=True)
-    trainer.train(progress=not args.quiet, eval_callbacks=[show])
+    trainer.train(progress=not args.quiet, eval_callbacks=[show],
+                  callbacks=[] if args.max_seconds is None else [_time_budget(args.max_seconds)])
     command = (f"rtb-lab train-amortised mnist --steps {trainer.config.steps} "
-               f"--beta-min {args.beta_min} --beta-max {args.beta_max} --seed {args.seed}")
+               f"--beta-min {args.beta_min} --beta-max {args.beta_max} --seed {args.seed}"
+               + (f" --per-set-batch {args.per_set_batch}" if args.per_set_batch else "")
+               + (f" --lr {args.lr}" if args.lr else "")
+               + (" --learn-std" if args.learn_std else "")
+               + (f" --init-from {args.init_from.name}" if args.init_from else ""))
     last = trainer.evaluations[-1] if trainer.evaluations else {}
     sha256 = mnist.save_posterior(trainer.posterior, args.out, command,
                                   {"beta_range": [args.beta_min, args.beta_max],
@@ -248,6 +274,18 @@ def build_parser() -> argparse.ArgumentParser:
     amortised.add_argument("--checkpoints", type=Path, default=None,
                            help="mnist: directory for resumable checkpoints (resumes if one "
                                 "is there)")
+    amortised.add_argument("--per-set-batch", type=int, default=None,
+                           help="mnist: trajectories per class set and step (default 64)")
+    amortised.add_argument("--lr", type=float, default=None,
+                           help="mnist: start learning rate (cosine to a tenth of it)")
+    amortised.add_argument("--learn-std", action="store_true",
+                           help="mnist: also learn a std factor per set and step")
+    amortised.add_argument("--init-from", type=Path, default=None,
+                           help="mnist: start from this conditional posterior (.safetensors), "
+                                "e.g. the shipped one, instead of the prior")
+    amortised.add_argument("--max-seconds", type=float, default=None,
+                           help="mnist: fit the run into this much training time: the "
+                                "step count (and lr schedule) follows the measured speed")
     amortised.add_argument("--quiet", action="store_true")
     amortised.set_defaults(run=_train_amortised)
 

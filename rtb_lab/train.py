@@ -99,10 +99,7 @@ class RTBTrainer:
         self.view_generator = torch.Generator().manual_seed(self.config.seed + 2)
         cond_dim = 0 if cond_sampler is None else cond_sampler(1, self.generator).shape[1]
         self.log_z = LogZ(0.0, cond_dim if self.config.loss == "rtb" else 0).to(self.device)
-        params = [p for p in posterior.parameters() if p.requires_grad]
-        if not params:
-            raise ValueError("the posterior has no trainable parameters")
-        self.optimizer = torch.optim.Adam(params, lr=self.config.lr)
+        self.optimizer = torch.optim.Adam(self._param_groups(posterior), lr=self.config.lr)
         # SGD suits the scalar log Z only; a conditional log Z head is a network: Adam.
         scalar_sgd = self.config.log_z_optimizer == "sgd" and self.log_z.cond_dim == 0
         log_z_opt = torch.optim.SGD if scalar_sgd else torch.optim.Adam
@@ -118,6 +115,18 @@ class RTBTrainer:
         else:
             self.log_z.reset(float(self.config.log_z_init))
         self.generator.manual_seed(self.config.seed + 1)
+
+    def _param_groups(self, posterior: nn.Module) -> list[dict[str, Any]]:
+        """The network's parameters, and a policy's learned log-std factors (named
+        ``log_std*``) in their own group at ``std_lr / lr`` times the network's lr."""
+        named = [(n, p) for n, p in posterior.named_parameters() if p.requires_grad]
+        if not named:
+            raise ValueError("the posterior has no trainable parameters")
+        is_std = [n.rsplit(".", 1)[-1].startswith("log_std") for n, _ in named]
+        groups = [{"params": [p for (_, p), s in zip(named, is_std, strict=True) if s == std],
+                   "lr_scale": (self.config.std_lr or self.config.lr) / self.config.lr if std
+                   else 1.0} for std in (False, True)]
+        return [group for group in groups if group["params"]]
 
     # ----------------------------------------------------------------- sampling
     def sample_conditions(self, batch_size: int) -> Tensor | None:
@@ -230,8 +239,9 @@ class RTBTrainer:
                                                  self.config.grad_steps, self.generator,
                                                  log_pf=traj.log_pf)
             if self.config.grad_clip is not None:
-                nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"],
-                                         self.config.grad_clip)
+                for group in self.optimizer.param_groups:  # std factors apart: their
+                    nn.utils.clip_grad_norm_(group["params"],  # scale differs wildly
+                                             self.config.grad_clip)
         except KeyboardInterrupt:
             # Nothing was committed: rewind the noise so a resumed run is identical.
             self.generator.set_state(rng_state)
@@ -240,7 +250,7 @@ class RTBTrainer:
             raise
         with _deferred_interrupt():
             for group in self.optimizer.param_groups:
-                group["lr"] = self.config.lr_at(self.step)
+                group["lr"] = self.config.lr_at(self.step) * group.get("lr_scale", 1.0)
             self.optimizer.step()
             self.log_z_optimizer.step()
             if self.config.replay_fraction > 0:

@@ -46,3 +46,35 @@ def test_mnist_errors_are_clear(capsys):
     assert "unknown class set 'primes'" in capsys.readouterr().err
     assert main(["compare", "mnist", "--methods", "guidance", "--quiet"]) == 2
     assert "unknown method(s) ['guidance']" in capsys.readouterr().err
+
+
+def test_conditional_config_options():
+    from rtb_lab.domains import mnist
+
+    config = mnist.conditional_config(40, per_set_batch=3, lr=1e-3, warm=True, seed=7)
+    assert (config.steps, config.batch_size, config.cond_groups) == (40, 36, 12)
+    assert (config.lr, config.lr_end, config.std_lr) == (1e-3, 1e-4, 1e-2)
+    assert config.explore == 0.0 and config.seed == 7
+    assert mnist.conditional_config().explore == mnist.CONDITIONAL_CONFIG.explore > 0
+
+
+def test_time_budget_plans_the_steps_from_the_measured_speed_then_stops():
+    from types import SimpleNamespace
+
+    import pytest
+
+    from rtb_lab.cli import _time_budget
+    from rtb_lab.train import TrainConfig
+
+    trainer = SimpleNamespace(step=0, seconds=0.0, config=TrainConfig(steps=1000))
+    callback = _time_budget(10.0, measure_steps=3)
+    for _ in range(9):  # 1 s per step, the first step (warm-up) 5 s
+        trainer.seconds += 5.0 if trainer.step == 0 else 1.0
+        trainer.step += 1
+        callback(trainer, {})
+    # Measured after steps 2-4 (1 s each): 7 s left of 10 -> 7 more steps after step 4.
+    assert trainer.config.steps == 11
+    trainer.seconds += 2.5  # 10.5 s since the warm-up step: over the budget
+    trainer.step += 1
+    with pytest.raises(KeyboardInterrupt):
+        callback(trainer, {})

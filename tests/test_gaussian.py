@@ -96,3 +96,36 @@ def test_trajectory_rejects_bad_shapes():
         Trajectory(torch.zeros(4, 2))
     with pytest.raises(ValueError, match="cond has 3 rows"):
         Trajectory(torch.zeros(4, 3, 2), cond=torch.zeros(3, 1))
+
+
+class _WiderSteps(torch.nn.Module):
+    """A policy with a learned-variance hook: the prior's drift, std times `factor`."""
+
+    def __init__(self, net, factor: float) -> None:
+        super().__init__()
+        self.net, self.factor = net, factor
+
+    def forward(self, x, t, cond=None):
+        return self.net(x, t, cond)
+
+    def std_scale(self, k, cond=None):
+        return torch.full(k.shape, self.factor)
+
+
+def test_a_policy_std_scale_is_used_for_sampling_and_scoring(tiny_prior):
+    fam = EulerMaruyama(num_steps=2, sigma2=5.0)
+    policy = _WiderSteps(tiny_prior, 2.0)
+    traj = sample_trajectories(policy, fam, 20000, (2,), keep_log_pf=True,
+                               generator=torch.Generator().manual_seed(3))
+    # One step from x = 0 has std 2 * sqrt(sigma2 dt): variance 4 * 5 * 0.5 = 10.
+    assert float(traj.states[:, 1].var(0).mean()) == pytest.approx(4 * 5.0 * fam.dt, rel=0.03)
+    # Scoring by hand: N(x + f dt, (2 sqrt(sigma2 dt))^2) per step.
+    x, x_next, k = traj.states[:5, 0], traj.states[:5, 1], torch.zeros(5, dtype=torch.long)
+    with torch.no_grad():
+        mean = x + tiny_prior(x, fam.time(k), None) * fam.dt
+        by_hand = Normal(mean, 2.0 * math.sqrt(5.0 * fam.dt)).log_prob(x_next).sum(1)
+        torch.testing.assert_close(step_log_probs(policy, fam, Trajectory(traj.states[:5]))[:, 0],
+                                   by_hand)
+        few = Trajectory(traj.states[:50])
+        torch.testing.assert_close(trajectory_log_prob(policy, fam, few), traj.log_pf[:50])
+        torch.testing.assert_close(sequential_log_prob(policy, fam, few), traj.log_pf[:50])

@@ -12,7 +12,7 @@ import torch
 
 from rtb_lab.baselines.guidance import GuidedEps
 from rtb_lab.checkpoint import CheckpointError
-from rtb_lab.diffusion import sample_trajectories, trajectory_log_prob
+from rtb_lab.diffusion import Trajectory, sample_trajectories, trajectory_log_prob
 from rtb_lab.domains import images, mnist, mnist_bank, mnist_prior, mnist_reward
 from rtb_lab.metrics import cosine_diversity, frechet_distance
 from rtb_lab.rtb import freeze
@@ -124,8 +124,10 @@ def test_classifier_rejects_wrong_image_shapes():
 
 # ------------------------------------------------------------------- posterior
 @pytest.mark.parametrize("conditional", [False, True])
-def test_zero_init_lora_posterior_equals_the_prior(tiny_prior, conditional):
-    posterior = mnist.make_posterior(tiny_prior, rank=4, conditional=conditional)
+@pytest.mark.parametrize("learn_std", [False, True])
+def test_zero_init_lora_posterior_equals_the_prior(tiny_prior, conditional, learn_std):
+    posterior = mnist.make_posterior(tiny_prior, rank=4, conditional=conditional,
+                                     learn_std=learn_std)
     family = mnist_prior.make_family(5)
     cond = torch.cat([mnist_reward.make_condition("even", 1.5, n=3),
                       mnist_reward.make_condition(3, 0.5, n=3)]) if conditional else None
@@ -135,7 +137,9 @@ def test_zero_init_lora_posterior_equals_the_prior(tiny_prior, conditional):
         torch.testing.assert_close(trajectory_log_prob(posterior, family, traj),
                                    trajectory_log_prob(tiny_prior, family, traj))
     trainable = {n for n, p in posterior.named_parameters() if p.requires_grad}
-    assert trainable and all("lora_" in n or n == "beta_power" for n in trainable)
+    assert trainable and all("lora_" in n or n in ("beta_power", "log_std", "log_std_beta")
+                             for n in trainable)
+    assert ("log_std" in trainable) == learn_std
     assert all(not p.requires_grad for p in tiny_prior.parameters())
 
 
@@ -172,8 +176,9 @@ def test_posterior_inputs_are_checked(tiny_prior):
                            classifier=mnist_reward.DigitClassifier(4))
 
 
-def test_adapter_round_trip_and_refusal_for_another_prior(tiny_prior, tmp_path):
-    posterior = mnist.make_posterior(tiny_prior, rank=2, conditional=True)
+@pytest.mark.parametrize("learn_std", [False, True])
+def test_adapter_round_trip_and_refusal_for_another_prior(tiny_prior, tmp_path, learn_std):
+    posterior = mnist.make_posterior(tiny_prior, rank=2, conditional=True, learn_std=learn_std)
     with torch.no_grad():
         for param in posterior.parameters():
             if param.requires_grad:
@@ -186,6 +191,10 @@ def test_adapter_round_trip_and_refusal_for_another_prior(tiny_prior, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded(x, t, cond), posterior(x, t, cond))
         assert isinstance(loaded, mnist.SetExpertPosterior) and loaded.sets == posterior.sets
+        assert loaded.learn_std == learn_std
+        if learn_std:
+            k = torch.tensor([0, 7, 19])
+            torch.testing.assert_close(loaded.std_scale(k, cond), posterior.std_scale(k, cond))
     other = freeze(mnist_prior.EpsNet(mnist_prior.make_unet((8, 16, 16))))
     other.sha256 = "another-prior"
     with pytest.raises(CheckpointError, match="another prior"):
@@ -194,8 +203,8 @@ def test_adapter_round_trip_and_refusal_for_another_prior(tiny_prior, tmp_path):
         mnist.load_posterior(tiny_prior, tmp_path / "missing.safetensors")
 
 
-def _randomised_experts(prior, sets=((1,), (3,), (0, 2, 4, 6, 8))):
-    posterior = mnist.SetExpertPosterior(prior, sets, rank=2)
+def _randomised_experts(prior, sets=((1,), (3,), (0, 2, 4, 6, 8)), learn_std=False):
+    posterior = mnist.SetExpertPosterior(prior, sets, rank=2, learn_std=learn_std, num_steps=5)
     with torch.no_grad():
         for param in posterior.parameters():
             if param.requires_grad:
@@ -236,6 +245,38 @@ def test_specialised_expert_equals_the_conditional_posterior(tiny_prior):
             torch.testing.assert_close(single(x, t), expected, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="not one this posterior"):
         posterior.specialise(tiny_prior, "odd", 1.0)
+
+
+def test_learned_std_is_per_set_and_beta_and_survives_specialising(tiny_prior):
+    posterior = _randomised_experts(tiny_prior, learn_std=True)
+    family = mnist_prior.make_family(5)
+    cond = mnist_reward.make_condition(3, 1.7, 4)
+    k = torch.tensor([0, 2, 4, 4])
+    with torch.no_grad():  # exp(a[set, k] + b[set, k] log beta), set (3,) is index 1
+        by_hand = torch.exp(posterior.log_std[1, k] + posterior.log_std_beta[1, k] * math.log(1.7))
+        torch.testing.assert_close(posterior.std_scale(k, cond), by_hand)
+        traj = sample_trajectories(posterior, family, 4, mnist_prior.IMAGE_SHAPE, cond=cond,
+                                   generator=torch.Generator().manual_seed(2))
+        single = posterior.specialise(tiny_prior, 3, 1.7)
+        torch.testing.assert_close(trajectory_log_prob(single, family, Trajectory(traj.states)),
+                                   trajectory_log_prob(posterior, family, traj),
+                                   atol=1e-3, rtol=1e-6)
+    with pytest.raises(ValueError, match="T = 5 steps"):
+        posterior.std_scale(torch.tensor([5]), cond[:1])
+
+
+def test_warm_start_copies_a_trained_adapter_and_refuses_another_layout(tiny_prior):
+    trained = _randomised_experts(tiny_prior)
+    fresh = mnist.SetExpertPosterior(tiny_prior, trained.sets, rank=2, learn_std=True,
+                                     num_steps=5)
+    mnist.warm_start(fresh, trained)
+    x, t = torch.randn(2, 1, 28, 28), torch.tensor([10.0, 700.0])
+    cond = mnist_reward.make_condition("even", 0.8, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x, t, cond), trained(x, t, cond))
+        assert float(fresh.log_std.abs().max()) == 0.0  # the new factors keep their start
+    with pytest.raises(ValueError, match="cannot warm-start"):
+        mnist.warm_start(mnist.SetExpertPosterior(tiny_prior, ((1,), (3,)), rank=2), trained)
 
 
 def test_prior_checkpoint_errors(tmp_path):

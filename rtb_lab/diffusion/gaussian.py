@@ -63,10 +63,17 @@ class GaussianFamily(ABC):
     def explore_std(self, std: Tensor, k: Tensor, explore: float) -> Tensor:
         """The inflated std used to sample step k with exploration level `explore`."""
 
-    def log_prob(self, x_next: Tensor, net_out: Tensor, x: Tensor, k: Tensor) -> Tensor:
-        """[N] log p(x_next | x, step k) under the un-inflated policy."""
+    def policy_mean_std(self, net_out: Tensor, x: Tensor, k: Tensor,
+                        std_scale: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """`mean_std`, with the std multiplied per row by a policy's learned factor
+        `std_scale` [N] (None: the family's fixed std; see `policy_std_scale`)."""
         mean, std = self.mean_std(net_out, x, k)
-        return gaussian_log_prob(x_next, mean, std)
+        return mean, std if std_scale is None else std * _per_row(std_scale, x)
+
+    def log_prob(self, x_next: Tensor, net_out: Tensor, x: Tensor, k: Tensor,
+                 std_scale: Tensor | None = None) -> Tensor:
+        """[N] log p(x_next | x, step k) under the un-inflated policy."""
+        return gaussian_log_prob(x_next, *self.policy_mean_std(net_out, x, k, std_scale))
 
 
 class EulerMaruyama(GaussianFamily):

@@ -12,10 +12,20 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from rtb_lab.diffusion.gaussian import GaussianFamily
+from rtb_lab.diffusion.gaussian import GaussianFamily, gaussian_log_prob
 from rtb_lab.diffusion.trajectory import Trajectory
 
 DriftNet = Callable[[Tensor, Tensor, Tensor | None], Tensor] | nn.Module
+
+
+def policy_std_scale(net: DriftNet, k: Tensor, cond: Tensor | None) -> Tensor | None:
+    """[N] factor a policy applies to the family's std at steps k, or None (fixed std).
+
+    A policy with a learned variance defines ``net.std_scale(k [N], cond) -> [N]``;
+    priors and plain networks do not, and keep the family's fixed variance.
+    """
+    scale = getattr(net, "std_scale", None)
+    return None if scale is None else scale(k, cond)
 
 
 @torch.no_grad()
@@ -49,13 +59,13 @@ def sample_trajectories(net: DriftNet, family: GaussianFamily, batch_size: int,
     for k in range(family.num_steps):
         steps = all_steps[k].expand(batch_size)
         net_out = net(x, all_times[k].expand(batch_size), cond)
-        mean, std = family.mean_std(net_out, x, steps)
-        if explore > 0:
-            std = family.explore_std(std, steps, explore)
+        mean, policy_std = family.policy_mean_std(net_out, x, steps,
+                                                  policy_std_scale(net, steps, cond))
+        std = family.explore_std(policy_std, steps, explore) if explore > 0 else policy_std
         noise = torch.randn(x.shape, generator=generator).to(device)
         x_next = mean + std * noise
         if log_pf is not None:  # the policy's own log-prob: exploration changes x, not q
-            log_pf += family.log_prob(x_next, net_out, x, steps)
+            log_pf += gaussian_log_prob(x_next, mean, policy_std)
         x = x_next
         states.append(x)
     return Trajectory(torch.stack(states, 1), cond=cond, log_pf=log_pf)
@@ -83,7 +93,8 @@ def step_log_probs(net: DriftNet, family: GaussianFamily, traj: Trajectory,
     k = index.repeat(batch)
     cond = None if traj.cond is None else traj.cond.repeat_interleave(n_steps, 0)
     net_out = net(x_now, family.time(k), cond)
-    return family.log_prob(x_next, net_out, x_now, k).view(batch, n_steps)
+    scale = policy_std_scale(net, k, cond)
+    return family.log_prob(x_next, net_out, x_now, k, scale).view(batch, n_steps)
 
 
 def chunked_steps(num_steps: int, chunk_steps: int | None) -> list[range]:
@@ -109,5 +120,6 @@ def sequential_log_prob(net: DriftNet, family: GaussianFamily, traj: Trajectory)
     for k in range(traj.num_steps):
         x, x_next = traj.states[:, k], traj.states[:, k + 1]
         steps = torch.full((traj.batch_size,), k, device=x.device)
-        total = total + family.log_prob(x_next, net(x, family.time(steps), traj.cond), x, steps)
+        total = total + family.log_prob(x_next, net(x, family.time(steps), traj.cond), x, steps,
+                                        policy_std_scale(net, steps, traj.cond))
     return total

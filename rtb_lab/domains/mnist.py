@@ -31,6 +31,7 @@ from rtb_lab.domains.mnist_posterior import (  # noqa: F401  (re-exported)
     load_posterior,
     make_posterior,
     save_posterior,
+    warm_start,
 )
 from rtb_lab.domains.mnist_prior import (
     IMAGE_SHAPE,
@@ -68,6 +69,22 @@ MNIST_CONFIG = TrainConfig(steps=300, batch_size=32, lr=3e-3, lr_end=3e-4, log_z
 CONDITIONAL_CONFIG = replace(MNIST_CONFIG, loss="vargrad", cond_groups=len(TRAIN_SETS),
                              batch_size=64 * len(TRAIN_SETS), steps=1000,
                              residual_per_beta=True, eval_every=100, checkpoint_every=100)
+
+
+def conditional_config(steps: int | None = None, per_set_batch: int | None = None,
+                       lr: float | None = None, *, warm: bool = False, seed: int = 0,
+                       num_sets: int = len(TRAIN_SETS)) -> TrainConfig:
+    """CONDITIONAL_CONFIG with `steps`, `per_set_batch` trajectories per set and step,
+    a start `lr` (cosine-decayed to a tenth of it). `warm` (training continues from a
+    trained posterior) turns exploration off: it is for a policy still near the prior."""
+    config = replace(CONDITIONAL_CONFIG, seed=seed)
+    if steps is not None:
+        config = config.with_steps(steps)
+    if per_set_batch is not None:
+        config = replace(config, batch_size=per_set_batch * num_sets, cond_groups=num_sets)
+    if lr is not None:
+        config = replace(config, lr=lr, lr_end=lr / 10, std_lr=10 * lr)
+    return replace(config, explore=0.0) if warm else config
 
 
 def train_config(fast: bool | None = None) -> TrainConfig:
@@ -121,20 +138,25 @@ def make_conditional_trainer(config: TrainConfig | None = None, *,
                              bank_size: int = 0, bank_per_group: int = 3,
                              num_steps: int = NUM_STEPS, device: torch.device | str = "cpu",
                              evaluator: Callable[[RTBTrainer], dict[str, float]] | None = None,
-                             out_dir: str | Path | None = None) -> RTBTrainer:
+                             out_dir: str | Path | None = None, learn_std: bool = False,
+                             init_from: str | Path | None = None) -> RTBTrainer:
     """An RTB trainer for one posterior conditioned on (class set, beta), with VarGrad.
 
     The posterior is a `SetExpertPosterior` (a LoRA block of `rank` per set). With
     `bank_size` > 0, batches also draw from a bank of prior trajectories
     (`PriorBankTrainer`); 0 (default) gives on-policy sampling with exploration. See
-    `conditional_evaluator` for an evaluator.
+    `conditional_evaluator` for an evaluator. `learn_std` adds learned per-step std
+    factors; `init_from` starts from a saved conditional posterior (same sets and rank).
     """
     prior = prior or load_prior(device=device)
     classifier = classifier or load_classifier(device=device)
     config = config or CONDITIONAL_CONFIG
     sets = tuple(sets)
     reward = conditional_reward(classifier)
-    args = (prior, SetExpertPosterior(prior, sets, rank), make_family(num_steps),
+    posterior = SetExpertPosterior(prior, sets, rank, learn_std, num_steps)
+    if init_from is not None:
+        warm_start(posterior, load_conditional_posterior(prior, init_from))
+    args = (prior, posterior, make_family(num_steps),
             lambda x, cond: reward(decode(prior, x), cond), IMAGE_SHAPE, config)
     kwargs = {"cond_sampler": sample_conditions(sets, beta_range),
               "beta_of_cond": lambda cond: split_condition(cond)[1], "out_dir": out_dir,
@@ -186,7 +208,7 @@ def evaluate_images(x: Tensor, classes: str | int | Iterable[int], classifier: D
                "in_set": float(mask.to(x.device)[log_p.argmax(1)].mean()),
                "diversity": cosine_diversity(features)}
     if reference is not None:
-        metrics["fid"] = frechet_distance(features, classifier.features(reference))
+        metrics["fid"] = frechet_distance(features, classifier.features(reference.to(x.device)))
     return metrics
 
 

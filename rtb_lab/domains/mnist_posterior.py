@@ -24,7 +24,7 @@ from peft import LoraConfig, inject_adapter_in_model
 from torch import Tensor, nn
 
 from rtb_lab.checkpoint import CheckpointError, load_weights, save_weights, shipped_asset
-from rtb_lab.domains.mnist_prior import IMAGE_SHAPE, EpsNet
+from rtb_lab.domains.mnist_prior import IMAGE_SHAPE, NUM_STEPS, EpsNet
 from rtb_lab.domains.mnist_reward import (
     COND_DIM,
     NUM_CLASSES,
@@ -45,8 +45,9 @@ TRAIN_SETS: tuple[tuple[int, ...], ...] = (
 
 
 def _is_adapter(name: str) -> bool:
-    """Whether a parameter is one training changes (LoRA matrices, beta exponents)."""
-    return name == "beta_power" or "lora_" in name
+    """Whether a parameter is one training changes (LoRA matrices, beta exponents,
+    learned log-std factors)."""
+    return name in ("beta_power", "log_std", "log_std_beta") or "lora_" in name
 
 
 def _adapted_copy(prior: EpsNet, rank: int) -> nn.Module:
@@ -68,19 +69,41 @@ def _check_images(x: Tensor) -> None:
 class LoRAPosterior(nn.Module):
     """A LoRA-adapted copy of a prior EpsNet, for one class set and beta.
 
+    With `learn_std`, the policy also learns one log-factor per sampling step on the
+    family's fixed std (zero at the start, so the posterior still starts at the prior).
+    A posterior for a sharply tilted reward may need narrower steps where the digit's
+    identity is decided; a mean shift alone leaves the Gaussian's tail on the other side.
+
     Args:
         prior: the frozen prior (its weights are copied, never modified).
         rank: LoRA rank r (alpha = r, so the adapter's scale is 1).
+        learn_std: learn a log-std factor per step (see `std_scale`).
+        num_steps: the number of sampling steps T those factors are for.
     """
 
     cond_dim = 0
 
-    def __init__(self, prior: EpsNet, rank: int = 8) -> None:
+    def __init__(self, prior: EpsNet, rank: int = 8, learn_std: bool = False,
+                 num_steps: int = NUM_STEPS) -> None:
         super().__init__()
         self.unet = _adapted_copy(prior, rank)
-        self.rank = rank
+        self.rank, self.learn_std, self.num_steps = rank, learn_std, num_steps
         self.prior_sha256 = getattr(prior, "sha256", None)
+        if learn_std:
+            self.log_std = nn.Parameter(torch.zeros(num_steps))
         self.to(next(prior.parameters()).device)
+
+    def std_scale(self, k: Tensor, cond: Tensor | None = None) -> Tensor | None:
+        """[N] factor on the family's std at steps k [N] (None without `learn_std`)."""
+        if not self.learn_std:
+            return None
+        self._check_steps(k)
+        return torch.exp(self.log_std[k])
+
+    def _check_steps(self, k: Tensor) -> None:
+        if int(k.max()) >= self.num_steps:
+            raise ValueError(f"this posterior learned its std for T = {self.num_steps} steps, "
+                             f"got step {int(k.max())}; sample with num_steps={self.num_steps}")
 
     def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
         """[B, 1, 28, 28] noisy images at times t [B] -> predicted noise."""
@@ -89,7 +112,8 @@ class LoRAPosterior(nn.Module):
 
     def metadata(self) -> dict[str, Any]:
         """What `load_posterior` needs to rebuild this module."""
-        return {"arch": "LoRAPosterior", "rank": self.rank, "cond_dim": 0}
+        return {"arch": "LoRAPosterior", "rank": self.rank, "cond_dim": 0,
+                "learn_std": self.learn_std, "num_steps": self.num_steps}
 
     def adapter_state_dict(self) -> dict[str, Tensor]:
         """Only what training changes (the LoRA matrices)."""
@@ -107,17 +131,22 @@ class SetExpertPosterior(LoRAPosterior):
         prior: the frozen prior.
         sets: the class sets it can be conditioned on.
         rank: LoRA rank per set.
+        learn_std: learn a log-std factor per set and step, a + b log beta.
+        num_steps: the number of sampling steps T those factors are for.
     """
 
     cond_dim = COND_DIM
 
     def __init__(self, prior: EpsNet, sets: Iterable[Iterable[int]] = TRAIN_SETS,
-                 rank: int = 4) -> None:
+                 rank: int = 4, learn_std: bool = False, num_steps: int = NUM_STEPS) -> None:
         sets = tuple(tuple(parse_classes(list(s))) for s in sets)
         if len(set(sets)) != len(sets) or not sets:
             raise ValueError(f"sets must be distinct and non-empty, got {sets}")
-        super().__init__(prior, rank * len(sets))  # one adapter holding every block
-        self.sets, self.rank = sets, rank
+        super().__init__(prior, rank * len(sets), num_steps=num_steps)  # every block
+        self.sets, self.rank, self.learn_std = sets, rank, learn_std
+        if learn_std:  # log-std factor per set and step: a + b log beta
+            self.log_std = nn.Parameter(torch.zeros(len(sets), num_steps))
+            self.log_std_beta = nn.Parameter(torch.zeros(len(sets), num_steps))
         self.register_buffer("set_masks", torch.stack([class_mask(s) for s in sets]))
         self.lora_layers = [name.removesuffix(".lora_A.default") for name, _ in
                             self.unet.named_modules() if name.endswith("lora_A.default")]
@@ -132,6 +161,14 @@ class SetExpertPosterior(LoRAPosterior):
     def _gate(self, index: int, module: nn.Module, inputs: Any, output: Tensor) -> Tensor:
         gate = self._gates * torch.exp(self.beta_power[index] * self._log_beta[:, None])
         return output * gate.view(*gate.shape, *(1,) * (output.dim() - 2))
+
+    def std_scale(self, k: Tensor, cond: Tensor | None = None) -> Tensor | None:
+        """[N] factor on the family's std at steps k [N] for conditions [N, 11]."""
+        if not self.learn_std:
+            return None
+        self._check_steps(k)
+        index, log_beta = self.set_index(cond), cond[:, NUM_CLASSES]
+        return torch.exp(self.log_std[index, k] + self.log_std_beta[index, k] * log_beta)
 
     def set_index(self, cond: Tensor) -> Tensor:
         """[B] index into `sets` of each condition row's class set.
@@ -157,7 +194,9 @@ class SetExpertPosterior(LoRAPosterior):
         a CPU: the gate no longer computes every set's block)."""
         index = int(self.set_index(make_condition(classes, beta).to(self.set_masks.device)))
         block = slice(index * self.rank, (index + 1) * self.rank)
-        single = LoRAPosterior(prior, self.rank)
+        single = LoRAPosterior(prior, self.rank, self.learn_std, self.num_steps)
+        if self.learn_std:
+            single.log_std.copy_(self.log_std[index] + self.log_std_beta[index] * math.log(beta))
         for layer, name in enumerate(self.lora_layers):
             gate = torch.exp(self.beta_power[layer, block] * math.log(beta))
             a = self.unet.get_submodule(f"{name}.lora_A.default").weight[block]
@@ -189,17 +228,18 @@ class SetExpertPosterior(LoRAPosterior):
             self._gates = self._log_beta = None
 
     def metadata(self) -> dict[str, Any]:
-        return {"arch": "SetExpertPosterior", "rank": self.rank, "cond_dim": COND_DIM,
+        return {**super().metadata(), "arch": "SetExpertPosterior", "cond_dim": COND_DIM,
                 "sets": [list(s) for s in self.sets]}
 
 
-def make_posterior(prior: EpsNet, rank: int | None = None,
-                   conditional: bool = False) -> LoRAPosterior:
+def make_posterior(prior: EpsNet, rank: int | None = None, conditional: bool = False,
+                   learn_std: bool = False) -> LoRAPosterior:
     """A posterior starting exactly at the prior: one adapter (rank 8), or the
-    conditional set-expert posterior (rank 4 per trained set)."""
+    conditional set-expert posterior (rank 4 per trained set); `learn_std` adds the
+    learned per-step std factors."""
     if conditional:
-        return SetExpertPosterior(prior, rank=rank or 4)
-    return LoRAPosterior(prior, rank or 8)
+        return SetExpertPosterior(prior, rank=rank or 4, learn_std=learn_std)
+    return LoRAPosterior(prior, rank or 8, learn_std=learn_std)
 
 
 def save_posterior(posterior: LoRAPosterior, path: str | Path, command: str,
@@ -231,14 +271,32 @@ def load_posterior(prior: EpsNet, path: str | Path | None = None,
         raise CheckpointError(
             f"{path} is an adapter for another prior (sha256 {str(meta.get('prior_sha256'))[:12]}"
             f"...), not for this one ({str(getattr(prior, 'sha256', None))[:12]}...)")
+    std = {"learn_std": bool(meta.get("learn_std", False)),
+           "num_steps": int(meta.get("num_steps", NUM_STEPS))}
     if meta["arch"] == "SetExpertPosterior":
-        posterior = SetExpertPosterior(prior, meta["sets"], meta["rank"])
+        posterior = SetExpertPosterior(prior, meta["sets"], meta["rank"], **std)
     else:
-        posterior = LoRAPosterior(prior, meta["rank"])
+        posterior = LoRAPosterior(prior, meta["rank"], **std)
     state = {meta[key]: tensor for key, tensor in tensors.items()}
     _, unexpected = posterior.load_state_dict(state, strict=False)
     if unexpected or set(state) != set(posterior.adapter_state_dict()):
         raise CheckpointError(f"{path} does not match the adapter layout: {unexpected[:3]}")
+    return posterior
+
+
+@torch.no_grad()
+def warm_start(posterior: LoRAPosterior, trained: LoRAPosterior) -> LoRAPosterior:
+    """Copy `trained`'s adapter into `posterior` (same arch, sets and rank; `posterior`
+    may add learned std factors, which keep their zero start). Returns `posterior`."""
+    target = posterior.adapter_state_dict()
+    source = trained.adapter_state_dict()
+    if type(posterior) is not type(trained) or getattr(posterior, "sets", None) != \
+            getattr(trained, "sets", None) or any(
+            name not in target or target[name].shape != t.shape for name, t in source.items()):
+        raise ValueError(f"cannot warm-start a {posterior.metadata()} posterior from a "
+                         f"{trained.metadata()} one: the adapters differ")
+    for name, tensor in source.items():
+        target[name].copy_(tensor)
     return posterior
 
 
