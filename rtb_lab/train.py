@@ -117,15 +117,15 @@ class RTBTrainer:
         self.generator.manual_seed(self.config.seed + 1)
 
     def _param_groups(self, posterior: nn.Module) -> list[dict[str, Any]]:
-        """The network's parameters, and a policy's learned log-std factors (named
-        ``log_std*``) in their own group at ``std_lr / lr`` times the network's lr."""
+        """The network's parameters, and a policy's per-step scalars (named ``log_std*``
+        or ``guide*``) in their own group at ``scalar_lr / lr`` times the network's lr."""
         named = [(n, p) for n, p in posterior.named_parameters() if p.requires_grad]
         if not named:
             raise ValueError("the posterior has no trainable parameters")
-        is_std = [n.rsplit(".", 1)[-1].startswith("log_std") for n, _ in named]
-        groups = [{"params": [p for (_, p), s in zip(named, is_std, strict=True) if s == std],
-                   "lr_scale": (self.config.std_lr or self.config.lr) / self.config.lr if std
-                   else 1.0} for std in (False, True)]
+        is_scalar = [n.rsplit(".", 1)[-1].startswith(("log_std", "guide")) for n, _ in named]
+        groups = [{"params": [p for (_, p), s in zip(named, is_scalar, strict=True) if s == on],
+                   "lr_scale": (self.config.scalar_lr or self.config.lr) / self.config.lr if on
+                   else 1.0} for on in (False, True)]
         return [group for group in groups if group["params"]]
 
     # ----------------------------------------------------------------- sampling

@@ -27,8 +27,9 @@ class TrainConfig:
         steps: total optimisation steps.
         batch_size: trajectories per step (new + replayed).
         lr: learning rate of the posterior network.
-        std_lr: learning rate of a policy's learned log-std factors (parameters named
-            ``log_std*``), scaled over the run like lr; None: lr.
+        scalar_lr: learning rate of a policy's per-step scalars (parameters named
+            ``log_std*``: learned std factors; ``guide*``: learned guidance scales),
+            scaled over the run like lr; None: lr.
         lr_end: with lr_end < lr, the learning rate follows a cosine from lr to lr_end
             over the `steps` steps (then stays at lr_end); None keeps it constant.
         log_z_lr: learning rate of log Z (larger, as in the paper).
@@ -67,7 +68,7 @@ class TrainConfig:
     batch_size: int = 500
     lr: float = 1e-3
     lr_end: float | None = None
-    std_lr: float | None = None
+    scalar_lr: float | None = None
     log_z_lr: float = 0.1
     log_z_optimizer: Literal["adam", "sgd"] = "sgd"
     beta: float = 1.0

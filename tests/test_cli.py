@@ -53,7 +53,7 @@ def test_conditional_config_options():
 
     config = mnist.conditional_config(40, per_set_batch=3, lr=1e-3, warm=True, seed=7)
     assert (config.steps, config.batch_size, config.cond_groups) == (40, 36, 12)
-    assert (config.lr, config.lr_end, config.std_lr) == (1e-3, 1e-4, 1e-2)
+    assert (config.lr, config.lr_end, config.scalar_lr) == (1e-3, 1e-4, 1e-2)
     assert config.explore == 0.0 and config.seed == 7
     assert mnist.conditional_config().explore == mnist.CONDITIONAL_CONFIG.explore > 0
 

@@ -397,3 +397,75 @@ def test_exact_metrics_are_the_importance_weighted_averages(tiny_prior):
     r = torch.tensor([0.9, 0.1 / 9, 0.9, 0.1 / 9])
     assert found["mean_log_reward"] == pytest.approx(float((w * r.log()).sum()), rel=1e-5)
     assert found["ess"] == pytest.approx(float(1 / (w**2).sum()), rel=1e-5)
+
+
+# ----------------------------------------------------------------- guided posterior
+def _guided(prior, conditional=False, num_steps=5):
+    from rtb_lab.domains.mnist_guided import GuidedPosterior
+
+    classifier = freeze(mnist_reward.DigitClassifier(width=4))
+    if conditional:
+        base = mnist.SetExpertPosterior(prior, ((1,), (3,), (0, 2, 4, 6, 8)), rank=2)
+        return GuidedPosterior(base, prior, classifier, num_steps=num_steps)
+    return GuidedPosterior(mnist.LoRAPosterior(prior, 2), prior, classifier, "even", 1.5,
+                           num_steps=num_steps)
+
+
+def test_guided_posterior_starts_at_its_base_and_guides_by_hand(tiny_prior):
+    guided = _guided(tiny_prior)
+    family = mnist_prior.make_family(5)
+    traj = sample_trajectories(tiny_prior, family, 4, mnist_prior.IMAGE_SHAPE,
+                               generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():  # c = 0: exactly the (fresh LoRA =) prior
+        torch.testing.assert_close(trajectory_log_prob(guided, family, traj),
+                                   trajectory_log_prob(tiny_prior, family, traj))
+        guided.guide[0, 2] = 0.7
+    x, k = traj.states[:, 2], torch.full((4,), 2)
+    t = family.time(k)
+    abar = float(mnist_prior.make_scheduler().alphas_cumprod[int(t[0])])
+    eps = tiny_prior(x, t).detach()
+    x0 = ((x - math.sqrt(1 - abar) * eps) / math.sqrt(abar)).clamp(-1, 1).requires_grad_(True)
+    log_r = mnist_reward.class_set_log_prob(guided._frozen[1], x0, mnist_reward.class_mask("even"))
+    (grad,) = torch.autograd.grad(log_r.sum(), x0)
+    by_hand = eps - 1.5 * 0.7 * math.sqrt((1 - abar) / abar) * grad
+    out = guided(x, t)
+    torch.testing.assert_close(out, by_hand, atol=1e-5, rtol=1e-5)
+    # The guidance is a fixed feature: d out / d c = -beta sqrt(1-abar)/sqrt(abar) grad.
+    out.sum().backward()
+    expected = -1.5 * math.sqrt((1 - abar) / abar) * grad.sum()
+    torch.testing.assert_close(guided.guide.grad[0, 2], expected, atol=1e-4, rtol=1e-4)
+    assert float(guided.guide.grad[0, [0, 1, 3, 4]].abs().sum()) == 0
+    assert all(p.grad is None for p in tiny_prior.parameters())
+    with pytest.raises(ValueError, match="not a step of this posterior's T = 5 chain"):
+        guided(x, torch.full((4,), 123.0))
+
+
+def test_conditional_guidance_uses_each_rows_set_and_beta(tiny_prior):
+    guided = _guided(tiny_prior, conditional=True)
+    with torch.no_grad():
+        guided.guide.copy_(torch.arange(15.0).view(3, 5))
+    k = torch.tensor([0, 4, 1])
+    cond = torch.cat([mnist_reward.make_condition(3, 2.0, 1),
+                      mnist_reward.make_condition(1, 0.5, 1),
+                      mnist_reward.make_condition("even", 1.0, 1)])
+    torch.testing.assert_close(guided.scale(k, cond), torch.tensor([2.0 * 5, 0.5 * 4, 1.0 * 11]))
+    from rtb_lab.domains.mnist_guided import GuidedPosterior
+
+    with pytest.raises(ValueError, match="give classes"):  # single target without its set
+        GuidedPosterior(mnist.LoRAPosterior(tiny_prior, 2), tiny_prior, guided._frozen[1])
+
+
+def test_rtb_trains_the_guidance_scales_at_their_own_learning_rate(tiny_prior):
+    guided = _guided(tiny_prior)
+    classifier = guided._frozen[1]
+    reward = mnist_reward.class_set_reward(classifier, "even")
+    config = TrainConfig(steps=2, batch_size=4, lr=1e-3, scalar_lr=1e-2, eval_every=0,
+                         log_z_init_samples=8, grad_steps=2, explore=0.0)
+    from rtb_lab.train import RTBTrainer
+
+    trainer = RTBTrainer(tiny_prior, guided, mnist_prior.make_family(5),
+                         lambda x: reward(mnist_prior.decode(tiny_prior, x)),
+                         mnist_prior.IMAGE_SHAPE, config)
+    trainer.train(progress=False)
+    assert trainer.optimizer.param_groups[1]["params"] == [guided.guide]
+    assert float(guided.guide.detach().abs().max()) > 0

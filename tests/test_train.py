@@ -232,7 +232,7 @@ class _StdPolicy(torch.nn.Module):
 
 
 def test_std_factors_get_their_own_learning_rate_and_learn(tiny_prior):
-    config = TrainConfig(steps=4, batch_size=16, lr=1e-3, lr_end=1e-4, std_lr=2e-2,
+    config = TrainConfig(steps=4, batch_size=16, lr=1e-3, lr_end=1e-4, scalar_lr=2e-2,
                          eval_every=0, log_z_init_samples=8, grad_clip=1.0)
     trainer = RTBTrainer(tiny_prior, _StdPolicy(tiny_prior, 8), EulerMaruyama(8),
                          quadratic_log_reward, (2,), config)

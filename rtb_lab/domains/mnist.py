@@ -83,7 +83,7 @@ def conditional_config(steps: int | None = None, per_set_batch: int | None = Non
     if per_set_batch is not None:
         config = replace(config, batch_size=per_set_batch * num_sets, cond_groups=num_sets)
     if lr is not None:
-        config = replace(config, lr=lr, lr_end=lr / 10, std_lr=10 * lr)
+        config = replace(config, lr=lr, lr_end=lr / 10, scalar_lr=10 * lr)
     return replace(config, explore=0.0) if warm else config
 
 
