@@ -3,6 +3,7 @@
 from rtb_lab.diffusion.gaussian import DDPM, EulerMaruyama, GaussianFamily, gaussian_log_prob
 from rtb_lab.diffusion.sampling import (
     chunked_steps,
+    policy_std_scale,
     sample_trajectories,
     sequential_log_prob,
     step_log_probs,
@@ -17,6 +18,7 @@ __all__ = [
     "Trajectory",
     "chunked_steps",
     "gaussian_log_prob",
+    "policy_std_scale",
     "sample_trajectories",
     "sequential_log_prob",
     "step_log_probs",
