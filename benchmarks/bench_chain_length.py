@@ -17,9 +17,9 @@ from dataclasses import replace
 
 import torch
 
-from rtb_lab.cli import _time_budget
 from rtb_lab.device import get_device
 from rtb_lab.domains import mnist, mnist_bank
+from rtb_lab.train import time_budget
 
 
 def main() -> None:
@@ -46,7 +46,7 @@ def main() -> None:
                                  evaluator=mnist.make_evaluator("even", classifier))
     show = lambda trainer, m: print(json.dumps(  # noqa: E731
         {"T": args.num_steps, **{k: round(v, 4) for k, v in m.items()}}), flush=True)
-    trainer.train(progress=False, eval_callbacks=[show], callbacks=[_time_budget(args.seconds)])
+    trainer.train(progress=False, eval_callbacks=[show], callbacks=[time_budget(args.seconds)])
     show(trainer, trainer.evaluate())
 
 

@@ -23,7 +23,7 @@ from rtb_lab import evaluate
 from rtb_lab.checkpoint import MANIFEST, assets_dir
 from rtb_lab.config import is_fast
 from rtb_lab.domains import toy2d, toy2d_amortised
-from rtb_lab.train import TrainConfig
+from rtb_lab.train import TrainConfig, time_budget
 
 DOMAINS = ("toy2d", "mnist")
 DEFAULT_TARGET = {"toy2d": "25to9", "mnist": "even"}
@@ -107,27 +107,6 @@ def _finetune_mnist(args: argparse.Namespace) -> dict:
             "steps": trainer.step, "seconds": round(trainer.seconds, 2)}
 
 
-def _time_budget(seconds: float, measure_steps: int = 3):
-    """A training callback that fits the run into `seconds` of training: after
-    `measure_steps` steps it sets the planned step count (and so the lr schedule) from
-    the measured speed, and it interrupts cleanly (checkpoint, then save) at the limit."""
-    first = {}
-
-    def callback(trainer, record) -> None:
-        first.setdefault("step", trainer.step)  # from the end of the first step (warm-up)
-        first.setdefault("seconds", trainer.seconds)
-        done = trainer.step - first["step"]
-        if done == measure_steps:
-            per_step = (trainer.seconds - first["seconds"]) / done
-            left = int((seconds - (trainer.seconds - first["seconds"])) / per_step)
-            trainer.config = replace(trainer.config, steps=trainer.step + max(1, left))
-            print(json.dumps({"seconds_per_step": round(per_step, 3),
-                              "planned_steps": trainer.config.steps}), flush=True)
-        if trainer.seconds - first["seconds"] > seconds:
-            raise KeyboardInterrupt
-    return callback
-
-
 def _train_amortised_mnist(args: argparse.Namespace) -> dict:
     from rtb_lab.device import get_device
     from rtb_lab.domains import mnist
@@ -146,7 +125,7 @@ def _train_amortised_mnist(args: argparse.Namespace) -> dict:
         {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}),
         flush=True)
     trainer.train(progress=not args.quiet, eval_callbacks=[show],
-                  callbacks=[] if args.max_seconds is None else [_time_budget(args.max_seconds)])
+                  callbacks=[] if args.max_seconds is None else [time_budget(args.max_seconds)])
     command = (f"rtb-lab train-amortised mnist --steps {trainer.config.steps} "
                f"--beta-min {args.beta_min} --beta-max {args.beta_max} --seed {args.seed}"
                + (f" --per-set-batch {args.per_set_batch}" if args.per_set_batch else "")

@@ -9,12 +9,13 @@ loss. Log Z has its own, larger learning rate. Training can be interrupted
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +40,32 @@ from rtb_lab.rtb import (
 )
 from rtb_lab.train_config import TrainConfig
 
-__all__ = ["Callback", "RTBTrainer", "RewardFn", "TrainConfig"]
+__all__ = ["Callback", "RTBTrainer", "RewardFn", "TrainConfig", "time_budget"]
 
 RewardFn = Callable[..., Tensor]
 Callback = Callable[["RTBTrainer", dict[str, float]], None]
+
+
+def time_budget(seconds: float, measure_steps: int = 3) -> Callback:
+    """A training callback that fits the run into `seconds` of training: after
+    `measure_steps` steps it sets the planned step count (and so the lr schedule) from
+    the measured speed (printed as a JSON line), and it interrupts cleanly (the trainer
+    saves a checkpoint when it has an out_dir) at the limit."""
+    first: dict[str, float] = {}
+
+    def callback(trainer: RTBTrainer, record: dict[str, float]) -> None:
+        first.setdefault("step", trainer.step)  # from the end of the first step (warm-up)
+        first.setdefault("seconds", trainer.seconds)
+        done = trainer.step - first["step"]
+        if done == measure_steps:
+            per_step = (trainer.seconds - first["seconds"]) / done
+            left = int((seconds - (trainer.seconds - first["seconds"])) / per_step)
+            trainer.config = replace(trainer.config, steps=trainer.step + max(1, left))
+            print(json.dumps({"seconds_per_step": round(per_step, 3),
+                              "planned_steps": trainer.config.steps}), flush=True)
+        if trainer.seconds - first["seconds"] > seconds:
+            raise KeyboardInterrupt
+    return callback
 
 
 @contextmanager

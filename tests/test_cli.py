@@ -63,11 +63,10 @@ def test_time_budget_plans_the_steps_from_the_measured_speed_then_stops():
 
     import pytest
 
-    from rtb_lab.cli import _time_budget
-    from rtb_lab.train import TrainConfig
+    from rtb_lab.train import TrainConfig, time_budget
 
     trainer = SimpleNamespace(step=0, seconds=0.0, config=TrainConfig(steps=1000))
-    callback = _time_budget(10.0, measure_steps=3)
+    callback = time_budget(10.0, measure_steps=3)
     for _ in range(9):  # 1 s per step, the first step (warm-up) 5 s
         trainer.seconds += 5.0 if trainer.step == 0 else 1.0
         trainer.step += 1
