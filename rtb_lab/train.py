@@ -316,19 +316,22 @@ class RTBTrainer:
         Returns:
             The per-step history (a list of dicts).
         """
-        end = self.step + steps if steps is not None else self.config.steps
+        fixed_end = self.step + steps if steps is not None else None
+        # Without `steps`, config.steps is re-read every step: a callback may re-plan it.
+        end = lambda: fixed_end if fixed_end is not None else self.config.steps  # noqa: E731
         self.interrupted = False
-        bar = tqdm(total=max(0, end - self.step), disable=not progress, desc="RTB",
+        bar = tqdm(total=max(0, end() - self.step), disable=not progress, desc="RTB",
                    leave=False)
         try:
-            while self.step < end:
+            while self.step < end():
                 record = self.train_step()
+                bar.total = max(bar.total, end())
                 bar.update(1)
                 bar.set_postfix(loss=f"{record['loss']:.3g}", log_z=f"{record['log_z']:.3f}")
                 for callback in callbacks or []:
                     callback(self, record)
                 every = self.config.eval_every
-                if (every and self.step % every == 0) or self.step == end:
+                if (every and self.step % every == 0) or self.step == end():
                     metrics = self.evaluate()
                     for callback in eval_callbacks or []:
                         callback(self, metrics)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -243,3 +245,17 @@ def test_std_factors_get_their_own_learning_rate_and_learn(tiny_prior):
     assert groups[0]["lr"] == pytest.approx(config.lr_at(2))
     assert groups[1]["lr"] == pytest.approx(20 * config.lr_at(2))
     assert float(trainer.posterior.log_std.detach().abs().min()) > 0
+
+
+def test_a_callback_can_replan_the_run_length(tiny_prior):
+    trainer = make(tiny_prior, TrainConfig(steps=3, batch_size=8, eval_every=0,
+                                           log_z_init_samples=8))
+
+    def replan(trainer, record):
+        if trainer.step == 1:
+            trainer.config = replace(trainer.config, steps=5)
+
+    trainer.train(progress=False, callbacks=[replan])
+    assert trainer.step == 5 and trainer.evaluations[-1]["step"] == 5
+    trainer.train(2, progress=False, callbacks=[replan])  # an explicit count is kept
+    assert trainer.step == 7
