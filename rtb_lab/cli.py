@@ -126,7 +126,7 @@ def _train_amortised_mnist(args: argparse.Namespace) -> dict:
         flush=True)
     trainer.train(progress=not args.quiet, eval_callbacks=[show],
                   callbacks=[] if args.max_seconds is None else [time_budget(args.max_seconds)])
-    command = (f"rtb-lab train-amortised mnist --steps {trainer.config.steps} "
+    command = (f"rtb-lab train-amortised mnist --steps {trainer.step} "
                f"--beta-min {args.beta_min} --beta-max {args.beta_max} --seed {args.seed}"
                + (f" --per-set-batch {args.per_set_batch}" if args.per_set_batch else "")
                + (f" --lr {args.lr}" if args.lr else "")

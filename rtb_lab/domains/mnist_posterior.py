@@ -73,6 +73,7 @@ class LoRAPosterior(nn.Module):
     family's fixed std (zero at the start, so the posterior still starts at the prior).
     A posterior for a sharply tilted reward may need narrower steps where the digit's
     identity is decided; a mean shift alone leaves the Gaussian's tail on the other side.
+    (On the shipped MNIST prior RTB left the factors near 0: see the README.)
 
     Args:
         prior: the frozen prior (its weights are copied, never modified).
