@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from rtb_lab.domains.mnist_posterior import LoRAPosterior, SetExpertPosterior
-from rtb_lab.domains.mnist_prior import NUM_STEPS, EpsNet, make_family, make_scheduler
+from rtb_lab.domains.mnist_prior import NUM_STEPS, EpsNet, make_family
 from rtb_lab.domains.mnist_reward import (
     DigitClassifier,
     class_mask,
@@ -65,11 +65,11 @@ class GuidedPosterior(nn.Module):
         self.guide = nn.Parameter(torch.zeros(len(base.sets) if conditional else 1, num_steps))
         if not conditional:
             self.register_buffer("mask", class_mask(classes))
-        times = make_family(num_steps).train_times[:-1]
+        self.family = make_family(num_steps)  # the chain's x0 estimate and noise levels
+        times = self.family.train_times[:-1]
         step_of_time = torch.full((int(times.max()) + 1,), -1, dtype=torch.long)
         step_of_time[times] = torch.arange(num_steps)
         self.register_buffer("step_of_time", step_of_time)
-        self.register_buffer("abar", make_scheduler().alphas_cumprod.float())
         self.to(next(base.parameters()).device)
 
     def steps(self, t: Tensor) -> Tensor:
@@ -93,23 +93,21 @@ class GuidedPosterior(nn.Module):
         mask = self.mask if cond is None or not self.conditional else split_condition(cond)[0]
         return class_set_log_prob(self._frozen[1], x0, mask)
 
-    def guidance(self, x: Tensor, t: Tensor, cond: Tensor | None) -> Tensor:
+    def guidance(self, x: Tensor, t: Tensor, k: Tensor, cond: Tensor | None) -> Tensor:
         """grad_x0 log r at the prior's clean-image estimate, times sqrt(1-abar)/sqrt(abar):
         the noise-space direction (detached: it does not depend on our parameters)."""
-        prior = self._frozen[0]
-        abar = _rows(self.abar[t.long()])
         with torch.no_grad():
-            x0 = ((x - (1 - abar).sqrt() * prior(x, t)) / abar.sqrt()).clamp(-1, 1)
+            x0 = self.family.predict_x0(self._frozen[0](x, t), x, k)
         with torch.enable_grad():
             x0 = x0.detach().requires_grad_(True)
             (grad,) = torch.autograd.grad(self.log_reward(x0, cond).sum(), x0)
+        abar = _rows(self.family.abar_now.to(x.device)[k])
         return grad * ((1 - abar) / abar).sqrt()
 
     def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
         """Noise prediction: the base posterior's, minus the scaled guidance direction."""
-        eps = self.base(x, t, cond)
-        weight = self.scale(self.steps(t), cond)
-        return eps - _rows(weight) * self.guidance(x, t, cond)
+        k = self.steps(t)
+        return self.base(x, t, cond) - _rows(self.scale(k, cond)) * self.guidance(x, t, k, cond)
 
     def std_scale(self, k: Tensor, cond: Tensor | None = None) -> Tensor | None:
         """The base posterior's learned std factors, if it has them."""

@@ -291,9 +291,11 @@ def warm_start(posterior: LoRAPosterior, trained: LoRAPosterior) -> LoRAPosterio
     may add learned std factors, which keep their zero start). Returns `posterior`."""
     target = posterior.adapter_state_dict()
     source = trained.adapter_state_dict()
-    if type(posterior) is not type(trained) or getattr(posterior, "sets", None) != \
-            getattr(trained, "sets", None) or any(
-            name not in target or target[name].shape != t.shape for name, t in source.items()):
+    same_layout = (type(posterior) is type(trained)
+                   and getattr(posterior, "sets", None) == getattr(trained, "sets", None)
+                   and all(name in target and target[name].shape == tensor.shape
+                           for name, tensor in source.items()))
+    if not same_layout:
         raise ValueError(f"cannot warm-start a {posterior.metadata()} posterior from a "
                          f"{trained.metadata()} one: the adapters differ")
     for name, tensor in source.items():
