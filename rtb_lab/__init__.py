@@ -19,6 +19,7 @@ from rtb_lab.diffusion import (
 )
 from rtb_lab.nets import DriftMLP, ResidualPosterior, posterior_from_prior
 from rtb_lab.replay import ReplayBuffer
+from rtb_lab.resample import ResampleResult, resample_posterior
 from rtb_lab.rtb import (
     FrozenPriorError,
     LogZ,
@@ -45,6 +46,7 @@ __all__ = [
     "LogZ",
     "RTBTrainer",
     "ReplayBuffer",
+    "ResampleResult",
     "ResidualPosterior",
     "TrainConfig",
     "Trajectory",
@@ -57,6 +59,7 @@ __all__ = [
     "is_fast",
     "load_weights",
     "posterior_from_prior",
+    "resample_posterior",
     "rtb_loss",
     "rtb_residual",
     "sample_trajectories",

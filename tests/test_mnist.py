@@ -383,6 +383,19 @@ def test_amortised_or_exact_uses_rtb_only_where_it_was_trained(tiny_prior):
         assert (sample(classes, beta, 3) == 7.0).all() and sample.source.startswith("exact")
 
 
+def test_resampled_conditional_sampler_needs_the_classifier_and_names_itself(tiny_prior):
+    posterior = mnist.SetExpertPosterior(tiny_prior, ((1,), (0, 2, 4, 6, 8)), rank=2)
+    with pytest.raises(ValueError, match="classifier"):
+        mnist.conditional_sampler(posterior, tiny_prior, num_steps=3, candidates=4)
+    classifier = freeze(mnist_reward.DigitClassifier(4))
+    bank = mnist_bank.ImportanceBank(tiny_prior, classifier, size=4, num_steps=3)
+    sample = mnist.AmortisedOrExact(posterior, tiny_prior, bank, classifier, candidates=3)
+    sample.rtb = mnist.conditional_sampler(posterior, tiny_prior, num_steps=3, candidates=3,
+                                           classifier=classifier)
+    assert sample("even", 1.0, 2).shape == (2, 1, 28, 28)
+    assert sample.source == "RTB posterior, 1 of 3 resampled"
+
+
 def test_exact_metrics_are_the_importance_weighted_averages(tiny_prior):
     bank = mnist_bank.ImportanceBank(tiny_prior, freeze(mnist_reward.DigitClassifier(4)),
                                      size=4, num_steps=3)

@@ -53,6 +53,7 @@ from rtb_lab.domains.mnist_reward import (
     split_condition,
 )
 from rtb_lab.metrics import cosine_diversity, frechet_distance
+from rtb_lab.resample import resample_posterior
 from rtb_lab.rtb import check_beta
 from rtb_lab.train import RTBTrainer, TrainConfig
 
@@ -252,14 +253,19 @@ def finetune(classes: str | int | Iterable[int] = "even", beta: float = 1.0,
 
 
 def conditional_sampler(posterior: LoRAPosterior, prior: EpsNet, num_steps: int = NUM_STEPS,
-                        seed: int = 0
+                        seed: int = 0, candidates: int = 1,
+                        classifier: DigitClassifier | None = None
                         ) -> Callable[[str | int | Iterable[int], float, int], Tensor]:
     """``sample(classes, beta, n) -> [n, 1, 28, 28]`` images from a conditional posterior.
 
     Every call reuses the same noise (seed), so changing the classes or beta in a widget
     shows the effect of the condition alone. A `SetExpertPosterior` is specialised to
-    the requested condition first (same samples, cheaper network).
+    the requested condition first (same samples, cheaper network). With `candidates`
+    K > 1, each image is resampled from K posterior samples by its exact importance
+    weight toward p r^beta (`rtb_lab.resample`; needs the reward's `classifier`).
     """
+    if candidates > 1 and classifier is None:
+        raise ValueError("resampling (candidates > 1) needs the reward's classifier=")
     family = make_family(num_steps)
     device = next(posterior.parameters()).device
 
@@ -268,9 +274,17 @@ def conditional_sampler(posterior: LoRAPosterior, prior: EpsNet, num_steps: int 
             net, cond = posterior.specialise(prior, classes, beta), None
         else:
             net, cond = posterior, make_condition(classes, beta, n).to(device)
-        x_end = sample_trajectories(net, family, n, IMAGE_SHAPE, cond=cond, device=device,
-                                    generator=torch.Generator().manual_seed(seed)).x
-        return decode(prior, x_end)
+        generator = torch.Generator().manual_seed(seed)
+        if candidates == 1:
+            x_end = sample_trajectories(net, family, n, IMAGE_SHAPE, cond=cond, device=device,
+                                        generator=generator).x
+            return decode(prior, x_end)
+        reward = class_set_reward(classifier, parse_classes(classes))
+        found = resample_posterior(net, prior, family, lambda x, *_: reward(decode(prior, x)),
+                                   n, IMAGE_SHAPE, candidates=candidates, beta=beta,
+                                   cond=None if cond is None else cond[0],
+                                   generator=generator, device=device)
+        return decode(prior, found.x)
 
     return sample
 
@@ -288,14 +302,20 @@ class AmortisedOrExact:
         classifier: the reward classifier (for `evaluate`).
         beta_range: the betas the posterior was trained on.
         seed: the noise seed of the RTB samples (fixed: only the condition changes them).
+        candidates: K > 1 resamples each RTB image from K by importance weight
+            (`conditional_sampler`; needs `classifier`).
     """
 
     def __init__(self, posterior: SetExpertPosterior, prior: EpsNet,
                  bank: mnist_bank.ImportanceBank, classifier: DigitClassifier | None = None,
-                 beta_range: tuple[float, float] = BETA_RANGE, seed: int = 0) -> None:
+                 beta_range: tuple[float, float] = BETA_RANGE, seed: int = 0,
+                 candidates: int = 1) -> None:
         self.posterior, self.bank, self.beta_range = posterior, bank, beta_range
         self.classifier = classifier
-        self.rtb = conditional_sampler(posterior, prior, seed=seed)
+        self.rtb = conditional_sampler(posterior, prior, seed=seed, candidates=candidates,
+                                       classifier=classifier)
+        self.rtb_name = "RTB posterior" if candidates == 1 else \
+            f"RTB posterior, 1 of {candidates} resampled"
         self.source = ""
         self.last_beta = float("nan")
 
@@ -307,7 +327,7 @@ class AmortisedOrExact:
     def __call__(self, classes: str | int | Iterable[int], beta: float, n: int) -> Tensor:
         self.last_beta = beta
         if self.trained_on(classes, beta):
-            self.source = "RTB posterior"
+            self.source = self.rtb_name
             return self.rtb(classes, beta, n)
         self.source = "exact (prior bank)"
         return self.bank.sample(classes, beta, n)
