@@ -1,7 +1,7 @@
 """MNIST benchmark: RTB iteration speed, memory as T doubles, and time to quality.
 
     python benchmarks/bench_mnist.py                 # all three parts
-    python benchmarks/bench_mnist.py --part speed    # or memory / quality
+    python benchmarks/bench_mnist.py --part speed    # or memory / quality / resample
 
 Figures are printed, with ratios against a baseline measured in the same process (or,
 for memory, in sibling processes started the same way). Nothing here is asserted.
@@ -13,6 +13,9 @@ for memory, in sibling processes started the same way). Nothing here is asserted
    without chunking (each in a fresh subprocess; chunked memory should stay flat).
 3. quality: time from the shipped prior until E[log r] >= -0.2 on even digits with
    diversity >= 0.9 x that of prior samples classified even (target: 15 minutes).
+4. resample: the shipped conditional posterior at beta = 1, each image kept from K of
+   its samples by exact importance weight (`rtb_lab.resample`), K = 1 (the posterior
+   itself), 2, 4, 8, beside the exact posterior (an importance bank of prior samples).
 """
 
 from __future__ import annotations
@@ -27,7 +30,10 @@ from dataclasses import replace
 
 import torch
 
-from rtb_lab.domains import mnist, mnist_prior, mnist_reward
+from rtb_lab.baselines.importance import effective_sample_size
+from rtb_lab.diffusion import sample_trajectories
+from rtb_lab.domains import mnist, mnist_bank, mnist_prior, mnist_reward
+from rtb_lab.resample import importance_log_weights
 
 TARGET_LOG_R = -0.2
 DIVERSITY_RATIO = 0.9
@@ -122,9 +128,52 @@ def bench_quality(steps: int = 600, save: str | None = None,
     print(f"not reached within {trainer.step} steps / {time.perf_counter() - started:.0f} s")
 
 
+@torch.no_grad()
+def bench_resample(num_samples: int = 384, targets: tuple = ("even", 1, 3),
+                   max_candidates: int = 8) -> None:
+    prior, classifier = mnist_prior.load_prior(), mnist_reward.load_classifier()
+    posterior = mnist.load_conditional_posterior(prior)
+    family = mnist_prior.make_family()
+    bank = mnist_bank.ImportanceBank(prior, classifier, size=4096, seed=123)
+    print(f"## resample: {num_samples} images per row, beta = 1, K candidates each")
+    print("| set | K | in set | E[log r] | diversity | ESS / K | seconds |")
+    print("|---|---|---|---|---|---|---|")
+    for classes in targets:
+        net = posterior.specialise(prior, classes, 1.0)
+        reward = mnist_reward.class_set_reward(classifier, mnist_reward.parse_classes(classes))
+        generator = torch.Generator().manual_seed(0)
+        images, log_w, seconds = [], [], {}
+        for _ in range(max_candidates):  # one candidate per image at a time: K reuses 1..K
+            started = time.perf_counter()
+            traj = sample_trajectories(net, family, num_samples, mnist_prior.IMAGE_SHAPE,
+                                       generator=generator, keep_log_pf=True)
+            x = mnist_prior.decode(prior, traj.x)
+            traj = traj.with_log_reward(reward(x))
+            log_w.append(importance_log_weights(net, prior, family, traj, 1.0, 10))
+            images.append(x)
+            seconds[len(images)] = time.perf_counter() - started + seconds.get(len(images) - 1, 0)
+        images, log_w = torch.stack(images, 1), torch.stack(log_w, 1)  # [N, K, ...], [N, K]
+        k = 1
+        while k <= max_candidates:
+            picks = torch.multinomial(torch.softmax(log_w[:, :k].double(), 1), 1,
+                                      generator=generator).squeeze(1)
+            m = mnist.evaluate_images(images[torch.arange(num_samples), picks], classes,
+                                      classifier)
+            ess = sum(effective_sample_size(row) for row in log_w[:, :k]) \
+                / (num_samples * k)
+            print(f"| {classes} | {k} | {m['in_set']:.3f} | {m['mean_log_reward']:.3f} | "
+                  f"{m['diversity']:.3f} | {ess:.2f} | {seconds[k]:.0f} (scoring included) |",
+                  flush=True)
+            k *= 2
+        exact = bank.exact_metrics(classes, 1.0)
+        print(f"| {classes} | exact (bank of 4,096) | {exact['in_set']:.3f} | "
+              f"{exact['mean_log_reward']:.3f} | | | |", flush=True)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("speed", "memory", "quality", "all"), default="all")
+    parser.add_argument("--part", default="all",
+                        choices=("speed", "memory", "quality", "resample", "all"))
     parser.add_argument("--save", default=None, help="write the trained adapter here")
     parser.add_argument("--steps", type=int, default=600, help="quality: RTB steps at most "
                         "(the cosine learning-rate schedule spans them)")
@@ -140,6 +189,7 @@ if __name__ == "__main__":
         sys.exit(0)
     for part, run in (("speed", bench_speed), ("memory", bench_memory),
                       ("quality", lambda: bench_quality(args.steps, args.save, args.time_limit,
-                                                            args.eval_every))):
+                                                            args.eval_every)),
+                      ("resample", bench_resample)):
         if args.part in (part, "all"):
             run()
