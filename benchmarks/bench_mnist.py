@@ -30,10 +30,9 @@ from dataclasses import replace
 
 import torch
 
-from rtb_lab.baselines.importance import effective_sample_size
 from rtb_lab.diffusion import sample_trajectories
 from rtb_lab.domains import mnist, mnist_bank, mnist_prior, mnist_reward
-from rtb_lab.resample import importance_log_weights
+from rtb_lab.resample import importance_log_weights, mean_ess_fraction, pick
 
 TARGET_LOG_R = -0.2
 DIVERSITY_RATIO = 0.9
@@ -151,10 +150,9 @@ def resample_table(proposal, prior, classifier, classes, num_samples: int,
     name = "prior" if proposal is prior else "RTB posterior"
     k = 1
     while k <= max_candidates:
-        picks = torch.multinomial(torch.softmax(log_w[:, :k].double(), 1), 1,
-                                  generator=generator).squeeze(1)
+        picks = pick(log_w[:, :k], generator)
         m = mnist.evaluate_images(images[torch.arange(num_samples), picks], classes, classifier)
-        ess = sum(effective_sample_size(row) for row in log_w[:, :k]) / (num_samples * k)
+        ess = mean_ess_fraction(log_w[:, :k])
         print(f"| {classes} | {name} | {k} | {m['in_set']:.3f} | {m['mean_log_reward']:.3f} | "
               f"{m['diversity']:.3f} | {ess:.2f} | {seconds[k]:.0f} |", flush=True)
         k *= 2

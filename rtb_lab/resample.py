@@ -68,6 +68,18 @@ def importance_log_weights(posterior: nn.Module, prior: nn.Module, family: Gauss
     return log_p + beta * traj.log_reward - log_q
 
 
+def pick(log_weights: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """[N] the kept candidate of each row of log-weights [N, K], drawn in proportion to
+    its weight (on the CPU, with `generator`)."""
+    probs = torch.softmax(log_weights.detach().double(), 1).cpu()
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+def mean_ess_fraction(log_weights: Tensor) -> float:
+    """ESS / K of each row of log-weights [N, K], averaged over the N rows."""
+    return sum(effective_sample_size(row) for row in log_weights) / log_weights.numel()
+
+
 @torch.no_grad()
 def resample_posterior(posterior: nn.Module, prior: nn.Module, family: GaussianFamily,
                        log_reward: Callable[..., Tensor], num_samples: int,
@@ -115,12 +127,10 @@ def resample_posterior(posterior: nn.Module, prior: nn.Module, family: GaussianF
         traj = traj.with_log_reward(check_log_reward(log_r, n))
         log_w = importance_log_weights(posterior, prior, family, traj, beta, chunk_steps)
         log_w = log_w.view(-1, candidates)
-        picks = torch.multinomial(torch.softmax(log_w.double(), 1).cpu(), 1,
-                                  generator=generator).squeeze(1)
+        picks = pick(log_w, generator)
         rows_kept = torch.arange(len(picks)) * candidates + picks
         kept.append(traj[rows_kept.to(traj.states.device)])
         weights.append(log_w.cpu())
     log_w = torch.cat(weights)
-    ess = sum(effective_sample_size(row) for row in log_w) / (len(log_w) * candidates)
     log_z = float(torch.logsumexp(log_w.flatten().double(), 0)) - math.log(log_w.numel())
-    return ResampleResult(Trajectory.cat(kept), log_w, log_z, ess)
+    return ResampleResult(Trajectory.cat(kept), log_w, log_z, mean_ess_fraction(log_w))
