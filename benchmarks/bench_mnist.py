@@ -1,7 +1,7 @@
 """MNIST benchmark: RTB iteration speed, memory as T doubles, and time to quality.
 
     python benchmarks/bench_mnist.py                 # all three parts
-    python benchmarks/bench_mnist.py --part speed    # or memory / quality / resample
+    python benchmarks/bench_mnist.py --part speed    # or memory / quality / resample / ray
 
 Figures are printed, with ratios against a baseline measured in the same process (or,
 for memory, in sibling processes started the same way). Nothing here is asserted.
@@ -16,6 +16,8 @@ for memory, in sibling processes started the same way). Nothing here is asserted
 4. resample: the shipped conditional posterior at beta = 1, each image kept from K of
    its samples by exact importance weight (`rtb_lab.resample`), K = 1 (the posterior
    itself), 2, 4, 8, beside the exact posterior (an importance bank of prior samples).
+5. ray: the shipped posterior's LoRA update scaled by alpha = 0 (prior) ... 3: in-set
+   share against KL(q || target), the divergence on-policy RTB minimises.
 """
 
 from __future__ import annotations
@@ -32,7 +34,13 @@ import torch
 
 from rtb_lab.diffusion import sample_trajectories
 from rtb_lab.domains import mnist, mnist_bank, mnist_prior, mnist_reward
-from rtb_lab.resample import importance_log_weights, mean_ess_fraction, pick
+from rtb_lab.resample import (
+    importance_log_weights,
+    kl_to_target,
+    mean_ess_fraction,
+    pick,
+    resample_posterior,
+)
 
 TARGET_LOG_R = -0.2
 DIVERSITY_RATIO = 0.9
@@ -175,10 +183,39 @@ def bench_resample(num_samples: int = 256, targets: tuple = ("even", 1, 3),
               f"{exact['mean_log_reward']:.3f} | | | |", flush=True)
 
 
+def bench_ray(num_samples: int = 512, classes: str | int = "even",
+              alphas: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)) -> None:
+    """Where does RTB stop? The shipped posterior's LoRA update scaled by alpha (0: the
+    prior, 1: the posterior): in-set share against KL(q || target). On-policy RTB
+    minimises that KL, so its alpha = 1 should be near the smallest KL on the line."""
+    prior, classifier = mnist_prior.load_prior(), mnist_reward.load_classifier()
+    posterior = mnist.load_conditional_posterior(prior).specialise(prior, classes, 1.0)
+    bank = mnist_bank.ImportanceBank(prior, classifier, size=4096, seed=123)
+    log_z = bank.log_z(classes, 1.0)
+    reward = mnist_reward.class_set_reward(classifier, mnist_reward.parse_classes(classes))
+    exact = bank.exact_metrics(classes, 1.0)["in_set"]
+    print(f"## ray: {classes}, beta = 1, {num_samples} samples per row; log Z = {log_z:.3f} "
+          f"(bank of 4,096); exact posterior in set {exact:.3f}")
+    print("| alpha | in set | E[log r] | KL(q ‖ prior) | KL(q ‖ target) | Var(log w) |")
+    print("|---|---|---|---|---|---|")
+    for alpha in alphas:
+        found = resample_posterior(mnist.scale_adapter(posterior, alpha), prior,
+                                   mnist_prior.make_family(),
+                                   lambda x: reward(mnist_prior.decode(prior, x)), num_samples,
+                                   mnist_prior.IMAGE_SHAPE, candidates=1,
+                                   generator=torch.Generator().manual_seed(7))
+        x = mnist_prior.decode(prior, found.x)
+        m = mnist.evaluate_images(x, classes, classifier)
+        log_w = found.log_weights.flatten()
+        kl_prior = float((reward(x) - log_w).mean())  # log q - log p = log r - log w
+        print(f"| {alpha} | {m['in_set']:.3f} | {m['mean_log_reward']:.3f} | {kl_prior:.3f} | "
+              f"{kl_to_target(log_w, log_z):.3f} | {float(log_w.var()):.2f} |", flush=True)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", default="all",
-                        choices=("speed", "memory", "quality", "resample", "all"))
+                        choices=("speed", "memory", "quality", "resample", "ray", "all"))
     parser.add_argument("--save", default=None, help="write the trained adapter here")
     parser.add_argument("--steps", type=int, default=600, help="quality: RTB steps at most "
                         "(the cosine learning-rate schedule spans them)")
@@ -195,6 +232,6 @@ if __name__ == "__main__":
     for part, run in (("speed", bench_speed), ("memory", bench_memory),
                       ("quality", lambda: bench_quality(args.steps, args.save, args.time_limit,
                                                             args.eval_every)),
-                      ("resample", bench_resample)):
+                      ("resample", bench_resample), ("ray", bench_ray)):
         if args.part in (part, "all"):
             run()

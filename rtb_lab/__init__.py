@@ -19,7 +19,7 @@ from rtb_lab.diffusion import (
 )
 from rtb_lab.nets import DriftMLP, ResidualPosterior, posterior_from_prior
 from rtb_lab.replay import ReplayBuffer
-from rtb_lab.resample import ResampleResult, resample_posterior
+from rtb_lab.resample import ResampleResult, kl_to_target, resample_posterior
 from rtb_lab.rtb import (
     FrozenPriorError,
     LogZ,
@@ -57,6 +57,7 @@ __all__ = [
     "get_device",
     "importance_log_z",
     "is_fast",
+    "kl_to_target",
     "load_weights",
     "posterior_from_prior",
     "resample_posterior",

@@ -47,6 +47,11 @@ class ResampleResult:
     ess_fraction: float
 
     @property
+    def kl_to_target(self) -> float:
+        """KL(q || target) estimated with this result's own log Z (see `kl_to_target`)."""
+        return kl_to_target(self.log_weights, self.log_z)
+
+    @property
     def x(self) -> Tensor:
         """[N, *event] the kept samples."""
         return self.traj.x
@@ -66,6 +71,22 @@ def importance_log_weights(posterior: nn.Module, prior: nn.Module, family: Gauss
             trajectory_log_prob(posterior, family, traj, chunk_steps)
         log_p = trajectory_log_prob(prior, family, traj, chunk_steps)
     return log_p + beta * traj.log_reward - log_q
+
+
+def kl_to_target(log_weights: Tensor, log_z: float | None = None) -> float:
+    """KL(q || target) in nats over whole trajectories, from log-weights [...] of q's own
+    samples: log Z - E_q[log w], the gap between log Z and the ELBO.
+
+    On-policy RTB minimises exactly this divergence (its gradient is twice the KL's),
+    so it says how far a trained posterior stopped from the target. With `log_z`
+    None, log Z is the log of the mean weight of these same samples, which reads low
+    (and so does the KL) when a few samples carry the weight (small ESS); pass a
+    better estimate (e.g. from a bank of prior samples) where one exists.
+    """
+    log_w = log_weights.detach().double().flatten()
+    if log_z is None:
+        log_z = float(torch.logsumexp(log_w, 0)) - math.log(log_w.numel())
+    return log_z - float(log_w.mean())
 
 
 def pick(log_weights: Tensor, generator: torch.Generator | None = None) -> Tensor:

@@ -279,6 +279,28 @@ def test_warm_start_copies_a_trained_adapter_and_refuses_another_layout(tiny_pri
         mnist.warm_start(mnist.SetExpertPosterior(tiny_prior, ((1,), (3,)), rank=2), trained)
 
 
+def test_scale_adapter_runs_from_the_prior_to_beyond_the_posterior(tiny_prior):
+    posterior = mnist.make_posterior(tiny_prior, rank=2)
+    with torch.no_grad():
+        for name, param in posterior.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.3, generator=torch.Generator().manual_seed(5))
+    x, t = torch.randn(3, 1, 28, 28), torch.tensor([10.0, 400.0, 900.0])
+    with torch.no_grad():
+        at = {a: mnist.scale_adapter(posterior, a)(x, t) for a in (0.0, 1.0, 2.0)}
+        torch.testing.assert_close(at[0.0], tiny_prior(x, t))
+        torch.testing.assert_close(at[1.0], posterior(x, t))
+        assert float((at[2.0] - at[1.0]).abs().max()) > 1e-3
+    doubled = dict(mnist.scale_adapter(posterior, 2.0).named_parameters())
+    for name, param in posterior.named_parameters():  # the original is left as it was
+        factor = 2.0 if "lora_B" in name else 1.0
+        torch.testing.assert_close(doubled[name], factor * param)
+    with pytest.raises(TypeError, match="specialise"):
+        mnist.scale_adapter(mnist.make_posterior(tiny_prior, 2, conditional=True), 1.5)
+    with pytest.raises(ValueError, match="finite"):
+        mnist.scale_adapter(posterior, float("nan"))
+
+
 def test_prior_checkpoint_errors(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         mnist_prior.load_prior(tmp_path / "nope.safetensors")
@@ -410,6 +432,8 @@ def test_exact_metrics_are_the_importance_weighted_averages(tiny_prior):
     r = torch.tensor([0.9, 0.1 / 9, 0.9, 0.1 / 9])
     assert found["mean_log_reward"] == pytest.approx(float((w * r.log()).sum()), rel=1e-5)
     assert found["ess"] == pytest.approx(float(1 / (w**2).sum()), rel=1e-5)
+    # log Z = log of the mean of r^2 over the bank: log((0.81 + 0.81 + 2 (0.1/9)^2) / 4).
+    assert bank.log_z("even", 2.0) == pytest.approx(math.log((1.62 + 2 * (0.1 / 9) ** 2) / 4))
 
 
 # ----------------------------------------------------------------- guided posterior

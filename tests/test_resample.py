@@ -78,6 +78,9 @@ def test_resampling_a_shifted_proposal_recovers_the_gaussian_posterior(beta):
     assert found[64].log_weights.shape == (4000, 64)
     assert 0.0 < found[64].ess_fraction < 0.9
     assert found[1].ess_fraction == pytest.approx(1.0)
+    # KL(q || target) over paths: c^2 / 2 (drift 0.3 against 0) - beta E_q[log r] + log Z.
+    expected_kl = 0.3**2 / 2 + beta * ((0.3 - M) ** 2 + 1) / (2 * S2) + log_z
+    assert abs(found[64].kl_to_target - expected_kl) < 0.03
 
 
 def test_a_proposal_equal_to_the_target_keeps_every_candidate():
@@ -91,6 +94,7 @@ def test_a_proposal_equal_to_the_target_keeps_every_candidate():
     torch.testing.assert_close(result.log_weights, torch.zeros(64, 8), atol=1e-4, rtol=0)
     assert result.ess_fraction == pytest.approx(1.0)
     assert result.log_z == pytest.approx(0.0, abs=1e-4)
+    assert result.kl_to_target == pytest.approx(0.0, abs=1e-4)
 
 
 def test_condition_reaches_the_policy_and_the_reward():

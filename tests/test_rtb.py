@@ -48,6 +48,22 @@ def test_vargrad_hand_computed_and_grouped():
     assert float(vargrad_loss(post, prior, log_r, 1.0, groups)) == pytest.approx(0.625)
 
 
+@pytest.mark.parametrize("theta", [0.7, 0.5, -0.2])
+def test_on_policy_gradient_is_twice_the_reverse_kl_gradient(theta):
+    # q = N(theta, 1) cannot hold the target pi ∝ N(0, 1) exp(-(x - m)^2 / 2) = N(m/2, 1/2)
+    # (its variance is fixed). On q's own detached samples, d/dtheta of the VarGrad loss
+    # is 2 d/dtheta KL(q || pi) = 2 (theta - m/2) / (1/2): on-policy RTB converges to the
+    # reverse-KL projection of the target on the family (here theta = m/2).
+    m, n = 1.0, 400_000
+    param = torch.tensor(theta, dtype=torch.float64, requires_grad=True)
+    x = (theta + torch.randn(n, dtype=torch.float64,
+                             generator=torch.Generator().manual_seed(0)))  # detached
+    log_q = torch.distributions.Normal(param, 1.0).log_prob(x)
+    log_p = torch.distributions.Normal(0.0, 1.0).log_prob(x)
+    (grad,) = torch.autograd.grad(vargrad_loss(log_q, log_p, -(x - m) ** 2 / 2, 1.0), param)
+    assert float(grad) == pytest.approx(2 * 2 * (theta - m / 2), abs=0.03)
+
+
 def test_loss_is_zero_at_prior_for_constant_reward(tiny_prior, family, traj):
     """r = c and q = p: delta = log Z - beta log c, so log Z = beta log c zeroes the loss."""
     posterior = posterior_from_prior(tiny_prior)

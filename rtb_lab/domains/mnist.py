@@ -31,6 +31,7 @@ from rtb_lab.domains.mnist_posterior import (  # noqa: F401  (re-exported)
     load_posterior,
     make_posterior,
     save_posterior,
+    scale_adapter,
     warm_start,
 )
 from rtb_lab.domains.mnist_prior import (

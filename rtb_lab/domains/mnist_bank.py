@@ -9,6 +9,7 @@ training data for RTB (`PriorBankTrainer`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -117,6 +118,12 @@ class ImportanceBank:
     def log_reward(self, classes: str | int | Iterable[int]) -> Tensor:
         """[size] log r_S of the bank images: log max_{c in S} p(c | x)."""
         return set_log_prob(self.log_probs, class_mask(classes))
+
+    def log_z(self, classes: str | int | Iterable[int], beta: float) -> float:
+        """log Z = log E_prior[r_S^beta], the bank's estimate of the target's normaliser."""
+        check_beta(beta)
+        log_w = beta * self.log_reward(classes).double()
+        return float(torch.logsumexp(log_w, 0)) - math.log(len(log_w))
 
     def exact_metrics(self, classes: str | int | Iterable[int], beta: float) -> dict[str, float]:
         """The posterior's in-set share and E[log r] as importance-weighted bank averages

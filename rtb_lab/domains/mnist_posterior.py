@@ -286,6 +286,28 @@ def load_posterior(prior: EpsNet, path: str | Path | None = None,
 
 
 @torch.no_grad()
+def scale_adapter(posterior: LoRAPosterior, alpha: float) -> LoRAPosterior:
+    """A copy of a single-target posterior with every LoRA update scaled by `alpha`.
+
+    alpha = 0 is the prior, 1 the posterior itself, > 1 pushes further along the
+    direction training took. It is a probe, not a sampler of the target: RTB on-policy
+    minimises KL(q || target), so along this line its own alpha = 1 should sit near the
+    smallest KL (see `resample.ResampleResult.kl_to_target`), even where a larger alpha
+    puts more samples in the target set.
+    """
+    if isinstance(posterior, SetExpertPosterior):
+        raise TypeError("scale_adapter takes a single-target LoRAPosterior; for the "
+                        "conditional one, call posterior.specialise(prior, classes, beta) first")
+    if not math.isfinite(alpha):
+        raise ValueError(f"alpha must be a finite number, got {alpha}")
+    scaled = copy.deepcopy(posterior)
+    for name, param in scaled.named_parameters():
+        if "lora_B" in name:
+            param.mul_(alpha)
+    return scaled
+
+
+@torch.no_grad()
 def warm_start(posterior: LoRAPosterior, trained: LoRAPosterior) -> LoRAPosterior:
     """Copy `trained`'s adapter into `posterior` (same arch, sets and rank; `posterior`
     may add learned std factors, which keep their zero start). Returns `posterior`."""
