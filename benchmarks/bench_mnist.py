@@ -184,23 +184,27 @@ def bench_resample(num_samples: int = 256, targets: tuple = ("even", 1, 3),
 
 
 def bench_ray(num_samples: int = 512, classes: str | int = "even",
-              alphas: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)) -> None:
+              alphas: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0),
+              num_steps: int = mnist_prior.NUM_STEPS) -> None:
     """Where does RTB stop? The shipped posterior's LoRA update scaled by alpha (0: the
     prior, 1: the posterior): in-set share against KL(q || target). On-policy RTB
-    minimises that KL, so its alpha = 1 should be near the smallest KL on the line."""
+    minimises that KL, so its alpha = 1 should be near the smallest KL on the line.
+    `num_steps` samples the same networks on a finer (or coarser) chain."""
     prior, classifier = mnist_prior.load_prior(), mnist_reward.load_classifier()
     posterior = mnist.load_conditional_posterior(prior).specialise(prior, classes, 1.0)
-    bank = mnist_bank.ImportanceBank(prior, classifier, size=4096, seed=123)
+    bank = mnist_bank.ImportanceBank(prior, classifier, size=4096, seed=123,
+                                     num_steps=num_steps)
     log_z = bank.log_z(classes, 1.0)
     reward = mnist_reward.class_set_reward(classifier, mnist_reward.parse_classes(classes))
     exact = bank.exact_metrics(classes, 1.0)["in_set"]
-    print(f"## ray: {classes}, beta = 1, {num_samples} samples per row; log Z = {log_z:.3f} "
+    print(f"## ray: {classes}, beta = 1, T = {num_steps}, {num_samples} samples per row; "
+          f"log Z = {log_z:.3f} "
           f"(bank of 4,096); exact posterior in set {exact:.3f}")
     print("| alpha | in set | E[log r] | KL(q ‖ prior) | KL(q ‖ target) | Var(log w) |")
     print("|---|---|---|---|---|---|")
     for alpha in alphas:
         found = resample_posterior(mnist.scale_adapter(posterior, alpha), prior,
-                                   mnist_prior.make_family(),
+                                   mnist_prior.make_family(num_steps),
                                    lambda x: reward(mnist_prior.decode(prior, x)), num_samples,
                                    mnist_prior.IMAGE_SHAPE, candidates=1,
                                    generator=torch.Generator().manual_seed(7))
@@ -223,6 +227,8 @@ if __name__ == "__main__":
                         help="quality: stop after this many seconds (0: no limit)")
     parser.add_argument("--eval-every", type=int, default=10,
                         help="quality: evaluate (256 samples) every this many steps")
+    parser.add_argument("--num-steps", type=int, default=mnist_prior.NUM_STEPS,
+                        help="ray: chain length T to sample the shipped networks at")
     parser.add_argument("--probe", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.probe:
@@ -232,6 +238,7 @@ if __name__ == "__main__":
     for part, run in (("speed", bench_speed), ("memory", bench_memory),
                       ("quality", lambda: bench_quality(args.steps, args.save, args.time_limit,
                                                             args.eval_every)),
-                      ("resample", bench_resample), ("ray", bench_ray)):
+                      ("resample", bench_resample),
+                      ("ray", lambda: bench_ray(num_steps=args.num_steps))):
         if args.part in (part, "all"):
             run()
