@@ -198,8 +198,7 @@ def bench_ray(num_samples: int = 512, classes: str | int = "even",
     reward = mnist_reward.class_set_reward(classifier, mnist_reward.parse_classes(classes))
     exact = bank.exact_metrics(classes, 1.0)["in_set"]
     print(f"## ray: {classes}, beta = 1, T = {num_steps}, {num_samples} samples per row; "
-          f"log Z = {log_z:.3f} "
-          f"(bank of 4,096); exact posterior in set {exact:.3f}")
+          f"log Z = {log_z:.3f} (bank of 4,096); exact posterior in set {exact:.3f}")
     print("| alpha | in set | E[log r] | KL(q ‖ prior) | KL(q ‖ target) | Var(log w) |")
     print("|---|---|---|---|---|---|")
     for alpha in alphas:
@@ -210,8 +209,8 @@ def bench_ray(num_samples: int = 512, classes: str | int = "even",
                                    generator=torch.Generator().manual_seed(7))
         x = mnist_prior.decode(prior, found.x)
         m = mnist.evaluate_images(x, classes, classifier)
-        log_w = found.log_weights.flatten()
-        kl_prior = float((reward(x) - log_w).mean())  # log q - log p = log r - log w
+        log_w = found.log_weights.flatten()  # K = 1: the kept trajectory is the only one
+        kl_prior = float((found.traj.log_reward - log_w).mean())  # log q - log p = log r - log w
         print(f"| {alpha} | {m['in_set']:.3f} | {m['mean_log_reward']:.3f} | {kl_prior:.3f} | "
               f"{kl_to_target(log_w, log_z):.3f} | {float(log_w.var()):.2f} |", flush=True)
 

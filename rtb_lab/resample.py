@@ -13,7 +13,6 @@ sampling (`baselines.importance`); the better q, the fewer candidates it needs.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,7 +26,7 @@ from rtb_lab.diffusion import (
     sample_trajectories,
     trajectory_log_prob,
 )
-from rtb_lab.rtb import check_beta, check_log_reward
+from rtb_lab.rtb import check_beta, check_log_reward, importance_log_z
 
 
 @dataclass
@@ -85,7 +84,7 @@ def kl_to_target(log_weights: Tensor, log_z: float | None = None) -> float:
     """
     log_w = log_weights.detach().double().flatten()
     if log_z is None:
-        log_z = float(torch.logsumexp(log_w, 0)) - math.log(log_w.numel())
+        log_z = float(importance_log_z(log_w, 1.0))
     return log_z - float(log_w.mean())
 
 
@@ -153,5 +152,5 @@ def resample_posterior(posterior: nn.Module, prior: nn.Module, family: GaussianF
         kept.append(traj[rows_kept.to(traj.states.device)])
         weights.append(log_w.cpu())
     log_w = torch.cat(weights)
-    log_z = float(torch.logsumexp(log_w.flatten().double(), 0)) - math.log(log_w.numel())
+    log_z = float(importance_log_z(log_w.flatten().double(), 1.0))  # log of the mean weight
     return ResampleResult(Trajectory.cat(kept), log_w, log_z, mean_ess_fraction(log_w))

@@ -9,7 +9,6 @@ training data for RTB (`PriorBankTrainer`).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -25,7 +24,7 @@ from rtb_lab.domains.mnist_reward import (
     set_log_prob,
     split_condition,
 )
-from rtb_lab.rtb import check_beta
+from rtb_lab.rtb import check_beta, importance_log_z
 from rtb_lab.train import RTBTrainer
 
 
@@ -122,8 +121,7 @@ class ImportanceBank:
     def log_z(self, classes: str | int | Iterable[int], beta: float) -> float:
         """log Z = log E_prior[r_S^beta], the bank's estimate of the target's normaliser."""
         check_beta(beta)
-        log_w = beta * self.log_reward(classes).double()
-        return float(torch.logsumexp(log_w, 0)) - math.log(len(log_w))
+        return float(importance_log_z(self.log_reward(classes).double(), beta))
 
     def exact_metrics(self, classes: str | int | Iterable[int], beta: float) -> dict[str, float]:
         """The posterior's in-set share and E[log r] as importance-weighted bank averages
