@@ -166,10 +166,13 @@ def resample_table(proposal, prior, classifier, classes, num_samples: int,
         k *= 2
 
 
+POSTERIORS = {"guided": mnist.CONDITIONAL_ASSET, "lora": mnist.CONDITIONAL_LORA_ASSET}
+
+
 def bench_resample(num_samples: int = 256, targets: tuple = ("even", 1, 3),
-                   max_candidates: int = 8) -> None:
+                   max_candidates: int = 8, posterior: str = "guided") -> None:
     prior, classifier = mnist_prior.load_prior(), mnist_reward.load_classifier()
-    posterior = mnist.load_conditional_posterior(prior)
+    posterior = mnist.load_conditional_posterior(prior, asset=POSTERIORS[posterior])
     bank = mnist_bank.ImportanceBank(prior, classifier, size=4096, seed=123)
     print(f"## resample: {num_samples} images per row, beta = 1, each kept from K candidates "
           "by importance weight (seconds: sampling and scoring all N * K candidates)")
@@ -186,12 +189,13 @@ def bench_resample(num_samples: int = 256, targets: tuple = ("even", 1, 3),
 def bench_ray(num_samples: int = 512, classes: str | int = "even",
               alphas: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0),
               num_steps: int = mnist_prior.NUM_STEPS) -> None:
-    """Where does RTB stop? The shipped posterior's LoRA update scaled by alpha (0: the
-    prior, 1: the posterior): in-set share against KL(q || target). On-policy RTB
+    """Where does RTB stop? The LoRA-only conditional posterior's update scaled by alpha
+    (0: the prior, 1: the posterior): in-set share against KL(q || target). On-policy RTB
     minimises that KL, so its alpha = 1 should be near the smallest KL on the line.
     `num_steps` samples the same networks on a finer (or coarser) chain."""
     prior, classifier = mnist_prior.load_prior(), mnist_reward.load_classifier()
-    posterior = mnist.load_conditional_posterior(prior).specialise(prior, classes, 1.0)
+    posterior = mnist.load_conditional_posterior(prior, asset=mnist.CONDITIONAL_LORA_ASSET) \
+        .specialise(prior, classes, 1.0)
     bank = mnist_bank.ImportanceBank(prior, classifier, size=4096, seed=123,
                                      num_steps=num_steps)
     log_z = bank.log_z(classes, 1.0)
@@ -215,10 +219,44 @@ def bench_ray(num_samples: int = 512, classes: str | int = "even",
               f"{kl_to_target(log_w, log_z):.3f} | {float(log_w.var()):.2f} |", flush=True)
 
 
+def bench_conditional(num_samples: int = 1024, targets: tuple = ("even", 1, 0, 3)) -> None:
+    """The two shipped conditional posteriors at beta = 1, side by side on the same noise:
+    LoRA only, and LoRA plus learned value guidance. KL(q || target) uses log Z from a
+    bank of 4,096 prior samples."""
+    prior, classifier = mnist_prior.load_prior(), mnist_reward.load_classifier()
+    bank = mnist_bank.ImportanceBank(prior, classifier, size=4096, seed=123)
+    family = mnist_prior.make_family()
+    print(f"## conditional: {num_samples} samples per row, beta = 1")
+    print("| set | posterior | in set | E[log r] | diversity | KL(q ‖ target) | seconds |")
+    print("|---|---|---|---|---|---|---|")
+    for classes in targets:
+        reward = mnist_reward.class_set_reward(classifier, mnist_reward.parse_classes(classes))
+        for name, asset in POSTERIORS.items():
+            net = mnist.load_conditional_posterior(prior, asset=asset) \
+                .specialise(prior, classes, 1.0)
+            started = time.perf_counter()
+            found = resample_posterior(net, prior, family,
+                                       lambda x, r=reward: r(mnist_prior.decode(prior, x)),
+                                       num_samples, mnist_prior.IMAGE_SHAPE, candidates=1,
+                                       generator=torch.Generator().manual_seed(7))
+            seconds = time.perf_counter() - started
+            m = mnist.evaluate_images(mnist_prior.decode(prior, found.x), classes, classifier)
+            kl = kl_to_target(found.log_weights, bank.log_z(classes, 1.0))
+            print(f"| {classes} | {name} | {m['in_set']:.3f} | {m['mean_log_reward']:.3f} | "
+                  f"{m['diversity']:.3f} | {kl:.2f} | {seconds:.0f} |", flush=True)
+        exact = bank.exact_metrics(classes, 1.0)
+        print(f"| {classes} | exact (bank) | {exact['in_set']:.3f} | "
+              f"{exact['mean_log_reward']:.3f} | | 0 | |", flush=True)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", default="all",
-                        choices=("speed", "memory", "quality", "resample", "ray", "all"))
+                        choices=("speed", "memory", "quality", "resample", "ray", "conditional",
+                                 "all"))
+    parser.add_argument("--posterior", default="guided", choices=tuple(POSTERIORS),
+                        help="resample: the conditional posterior to resample (value-guided "
+                             "or LoRA only)")
     parser.add_argument("--save", default=None, help="write the trained adapter here")
     parser.add_argument("--steps", type=int, default=600, help="quality: RTB steps at most "
                         "(the cosine learning-rate schedule spans them)")
@@ -237,7 +275,8 @@ if __name__ == "__main__":
     for part, run in (("speed", bench_speed), ("memory", bench_memory),
                       ("quality", lambda: bench_quality(args.steps, args.save, args.time_limit,
                                                             args.eval_every)),
-                      ("resample", bench_resample),
+                      ("resample", lambda: bench_resample(posterior=args.posterior)),
+                      ("conditional", bench_conditional),
                       ("ray", lambda: bench_ray(num_steps=args.num_steps))):
         if args.part in (part, "all"):
             run()

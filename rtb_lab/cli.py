@@ -2,6 +2,7 @@
 
     rtb-lab train-prior toy2d|mnist [--steps N] [--out FILE]
     rtb-lab train-classifier mnist [--epochs N] [--out FILE]
+    rtb-lab train-value mnist [--steps N] [--out FILE]
     rtb-lab finetune toy2d|mnist [--target NAME] [--beta B] [--steps N] [--seed S] [--fast]
     rtb-lab train-amortised toy2d|mnist [--target NAME] [--beta-min A] [--beta-max B]
     rtb-lab compare toy2d|mnist [--methods M ...] [--seeds N] [--budget E] [--fast] [--out DIR]
@@ -76,6 +77,24 @@ def _train_classifier(args: argparse.Namespace) -> dict:
             "seconds": round(time.perf_counter() - started, 2)}
 
 
+def _train_value(args: argparse.Namespace) -> dict:
+    from rtb_lab.domains import mnist_prior, mnist_reward, mnist_value
+
+    started = time.perf_counter()
+    classifier = mnist_reward.load_classifier()
+    model = mnist_value.train_noisy_classifier(classifier, mnist_prior.load_prior(), args.steps,
+                                               seed=args.seed)
+    command = f"rtb-lab train-value mnist --steps {args.steps} --seed {args.seed}"
+    sha256 = mnist_value.save_noisy_classifier(model, args.out, command)
+    if args.update_manifest:
+        _record_asset(Path(args.out).name, sha256, command,
+                      "MNIST noisy classifier: E[p(c | x0) | x_t] for value guidance "
+                      f"({args.steps} steps at batch 256 on noised shipped images and 4,096 "
+                      "prior samples)")
+    return {"out": str(args.out), "sha256": sha256,
+            "seconds": round(time.perf_counter() - started, 2)}
+
+
 def _finetune(args: argparse.Namespace) -> dict:
     if args.domain == "mnist":
         return _finetune_mnist(args)
@@ -118,7 +137,9 @@ def _train_amortised_mnist(args: argparse.Namespace) -> dict:
     trainer = mnist.make_conditional_trainer(
         config, classifier=classifier, beta_range=(args.beta_min, args.beta_max), device=device,
         evaluator=mnist.conditional_evaluator(classifier), out_dir=args.checkpoints,
-        learn_std=args.learn_std, init_from=args.init_from)
+        learn_std=args.learn_std, init_from=args.init_from,
+        value=mnist.load_noisy_classifier(device=device) if args.value_guided else None,
+        init_scale=args.init_scale)
     if args.checkpoints is not None and (args.checkpoints / "checkpoint.pt").exists():
         trainer.resume(args.checkpoints / "checkpoint.pt")
     show = lambda trainer, metrics: print(json.dumps(  # noqa: E731
@@ -131,6 +152,7 @@ def _train_amortised_mnist(args: argparse.Namespace) -> dict:
                + (f" --per-set-batch {args.per_set_batch}" if args.per_set_batch else "")
                + (f" --lr {args.lr}" if args.lr else "")
                + (" --learn-std" if args.learn_std else "")
+               + (f" --value-guided --init-scale {args.init_scale}" if args.value_guided else "")
                + (f" --init-from {args.init_from.name}" if args.init_from else ""))
     last = trainer.evaluations[-1] if trainer.evaluations else {}
     sha256 = mnist.save_posterior(trainer.posterior, args.out, command,
@@ -139,7 +161,8 @@ def _train_amortised_mnist(args: argparse.Namespace) -> dict:
     if args.update_manifest:
         _record_asset(Path(args.out).name, sha256, command, "MNIST posterior conditioned on "
                       f"the class set (one LoRA block each) and beta in ({args.beta_min}, "
-                      f"{args.beta_max})")
+                      f"{args.beta_max})" + (", with learned value guidance (per set and "
+                                             "step)" if args.value_guided else ""))
     return {"out": str(args.out), "sha256": sha256, "steps": trainer.step, **last,
             "device": str(device), "seconds": round(trainer.seconds, 2)}
 
@@ -221,6 +244,15 @@ def build_parser() -> argparse.ArgumentParser:
     classifier.add_argument("--update-manifest", action="store_true")
     classifier.set_defaults(run=_train_classifier)
 
+    value = sub.add_parser("train-value", help="train the MNIST noisy classifier (the value "
+                                               "h(x_t) that value-guided posteriors follow)")
+    value.add_argument("domain", choices=("mnist",))
+    value.add_argument("--steps", type=int, default=3000)
+    value.add_argument("--seed", type=int, default=0)
+    value.add_argument("--out", type=Path, default=Path("mnist_value.safetensors"))
+    value.add_argument("--update-manifest", action="store_true")
+    value.set_defaults(run=_train_value)
+
     tune = sub.add_parser("finetune", help="fine-tune a posterior with RTB")
     tune.add_argument("domain", choices=DOMAINS)
     tune.add_argument("--target", default=None,
@@ -259,6 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
                            help="mnist: start learning rate (cosine to a tenth of it)")
     amortised.add_argument("--learn-std", action="store_true",
                            help="mnist: also learn a std factor per set and step")
+    amortised.add_argument("--value-guided", action="store_true",
+                           help="mnist: add value guidance (the shipped noisy classifier's "
+                                "gradient) with learned scales per set and step")
+    amortised.add_argument("--init-scale", type=float, default=1.0,
+                           help="mnist: the value guidance scales' start (default 1)")
     amortised.add_argument("--init-from", type=Path, default=None,
                            help="mnist: start from this conditional posterior (.safetensors), "
                                 "e.g. the shipped one, instead of the prior")

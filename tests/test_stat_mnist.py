@@ -38,22 +38,28 @@ def test_shipped_even_posterior_moves_mass_to_even_digits(shipped):
 
 @pytest.mark.slow
 def test_shipped_conditional_posterior_follows_class_set_and_beta(shipped):
-    # One network for 12 class sets and beta in [0.5, 2] (476 GPU steps). Measured on
-    # 1,024 samples at beta 1: 81.5% even, 89.3% ones; the exact posterior has 95.7% and
-    # 94.7%. These 128 seeded samples guard most of that and the effect of beta.
+    # One value-guided network for 12 class sets and beta in [0.5, 2] (484 GPU steps).
+    # Measured on 1,024 samples at beta 1: 88.4% even, 92.5% ones; the exact posterior has
+    # 95.7% and 94.7%; the LoRA-only one had 81.5% and 89.3%. On these 128 seeded samples:
+    # 88.3% even (LoRA only: 80.5%), 96.9% ones, 85.2% threes.
     prior, classifier, _ = shipped
     sample = mnist.conditional_sampler(mnist.load_conditional_posterior(prior), prior, seed=11)
+    lora_only = mnist.conditional_sampler(mnist.load_conditional_posterior(
+        prior, asset=mnist.CONDITIONAL_LORA_ASSET), prior, seed=11)
     prior_x = mnist_prior.sample_images(prior, N, generator=torch.Generator().manual_seed(11))
     found = {(c, b): mnist.evaluate_images(sample(c, b, N), c, classifier)
              for c, b in (("even", 1.0), (1, 1.0), (3, 1.0), (0, 0.5), (0, 2.0))}
     before = {c: mnist.evaluate_images(prior_x, c, classifier) for c in ("even", 1, 3)}
     for key, metrics in found.items():
         print(key, {k: round(v, 3) for k, v in metrics.items()})
-    assert found["even", 1.0]["in_set"] >= 0.75
-    assert found["even", 1.0]["mean_log_reward"] > before["even"]["mean_log_reward"] + 2.0
+    without = mnist.evaluate_images(lora_only("even", 1.0, N), "even", classifier)
+    print("LoRA only, even", {k: round(v, 3) for k, v in without.items()})
+    assert found["even", 1.0]["in_set"] >= 0.84
+    assert found["even", 1.0]["in_set"] >= without["in_set"] + 0.03  # what guidance adds
+    assert found["even", 1.0]["mean_log_reward"] > before["even"]["mean_log_reward"] + 3.0
     assert found["even", 1.0]["diversity"] >= 0.85 * before["even"]["diversity"]
-    assert found[1, 1.0]["in_set"] >= 0.82  # the prior: about 13% ones
-    assert found[3, 1.0]["in_set"] >= 0.6 and before[3]["in_set"] < 0.25
+    assert found[1, 1.0]["in_set"] >= 0.9  # the prior: about 13% ones
+    assert found[3, 1.0]["in_set"] >= 0.75 and before[3]["in_set"] < 0.25
     # Same noise, larger beta: a sharper posterior.
     assert found[0, 2.0]["mean_log_reward"] > found[0, 0.5]["mean_log_reward"] + 0.25
 
@@ -92,9 +98,10 @@ def test_importance_bank_matches_the_exact_posterior_figures(shipped):
 @pytest.mark.slow
 def test_resampling_the_conditional_posterior_reaches_the_exact_in_set_share(shipped):
     # Each image kept from K = 4 posterior samples by its exact importance weight
-    # p r / q (rtb_lab.resample). Measured on these seeds (96 samples): 96.9% even,
-    # E[log r] -0.175, and 95.8% ones; the exact posterior has 95.7% / -0.17 and 94.7%.
-    # Without resampling the same posterior gives 83.3% even (-0.98) on these seeds.
+    # p r / q (rtb_lab.resample). Measured on these seeds (96 samples) with the shipped
+    # value-guided posterior: 97.9% even, E[log r] -0.127, and 96.9% ones; the exact
+    # posterior has 95.7% / -0.17 and 94.7%. Without resampling the same posterior gives
+    # 91.7% even (-0.35) on these seeds (the LoRA-only one: 96.9% at K = 4, 83.3% at 1).
     prior, classifier, _ = shipped
     posterior = mnist.load_conditional_posterior(prior)
     plain = mnist.conditional_sampler(posterior, prior, seed=11)
@@ -106,6 +113,6 @@ def test_resampling_the_conditional_posterior_reaches_the_exact_in_set_share(shi
     print({c: {k: round(v, 3) for k, v in m.items()} for c, m in found.items()},
           "K = 1:", {k: round(v, 3) for k, v in before.items()})
     assert found["even"]["in_set"] >= 0.9 and found[1]["in_set"] >= 0.9
-    assert found["even"]["in_set"] >= before["in_set"] + 0.07
-    assert found["even"]["mean_log_reward"] >= -0.45
+    assert found["even"]["in_set"] >= before["in_set"] + 0.03
+    assert found["even"]["mean_log_reward"] >= max(-0.3, before["mean_log_reward"] + 0.1)
     assert found["even"]["diversity"] >= 0.85 * before["diversity"]  # no collapse

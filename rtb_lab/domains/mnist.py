@@ -20,9 +20,11 @@ from rtb_lab.config import is_fast
 from rtb_lab.diffusion import sample_trajectories
 from rtb_lab.domains import mnist_bank
 from rtb_lab.domains.images import load_mnist
+from rtb_lab.domains.mnist_guided import GuidedPosterior
 from rtb_lab.domains.mnist_posterior import (  # noqa: F401  (re-exported)
     BETA_RANGE,
     CONDITIONAL_ASSET,
+    CONDITIONAL_LORA_ASSET,
     EVEN_ASSET,
     TRAIN_SETS,
     LoRAPosterior,
@@ -53,6 +55,7 @@ from rtb_lab.domains.mnist_reward import (
     set_log_prob,
     split_condition,
 )
+from rtb_lab.domains.mnist_value import NoisyClassifier, load_noisy_classifier  # noqa: F401
 from rtb_lab.metrics import cosine_diversity, frechet_distance
 from rtb_lab.resample import resample_posterior
 from rtb_lab.rtb import check_beta
@@ -141,7 +144,9 @@ def make_conditional_trainer(config: TrainConfig | None = None, *,
                              num_steps: int = NUM_STEPS, device: torch.device | str = "cpu",
                              evaluator: Callable[[RTBTrainer], dict[str, float]] | None = None,
                              out_dir: str | Path | None = None, learn_std: bool = False,
-                             init_from: str | Path | None = None) -> RTBTrainer:
+                             init_from: str | Path | None = None,
+                             value: NoisyClassifier | None = None,
+                             init_scale: float = 1.0) -> RTBTrainer:
     """An RTB trainer for one posterior conditioned on (class set, beta), with VarGrad.
 
     The posterior is a `SetExpertPosterior` (a LoRA block of `rank` per set). With
@@ -149,6 +154,9 @@ def make_conditional_trainer(config: TrainConfig | None = None, *,
     (`PriorBankTrainer`); 0 (default) gives on-policy sampling with exploration. See
     `conditional_evaluator` for an evaluator. `learn_std` adds learned per-step std
     factors; `init_from` starts from a saved conditional posterior (same sets and rank).
+    With a `value` network the policy is a value-guided `mnist_guided.GuidedPosterior`
+    around the set experts, its per-set, per-step guidance scales starting at
+    `init_scale`.
     """
     prior = prior or load_prior(device=device)
     classifier = classifier or load_classifier(device=device)
@@ -156,8 +164,15 @@ def make_conditional_trainer(config: TrainConfig | None = None, *,
     sets = tuple(sets)
     reward = conditional_reward(classifier)
     posterior = SetExpertPosterior(prior, sets, rank, learn_std, num_steps)
-    if init_from is not None:
-        warm_start(posterior, load_conditional_posterior(prior, init_from))
+    trained = None if init_from is None else load_conditional_posterior(prior, init_from)
+    if trained is not None:
+        warm_start(posterior, getattr(trained, "base", trained))
+    if value is not None:
+        posterior = GuidedPosterior(posterior, prior, None, num_steps=num_steps, value=value,
+                                    init_scale=init_scale)
+        if isinstance(trained, GuidedPosterior):  # continue its learned scales too
+            with torch.no_grad():
+                posterior.guide.copy_(trained.guide)
     args = (prior, posterior, make_family(num_steps),
             lambda x, cond: reward(decode(prior, x), cond), IMAGE_SHAPE, config)
     kwargs = {"cond_sampler": sample_conditions(sets, beta_range),
@@ -271,7 +286,7 @@ def conditional_sampler(posterior: LoRAPosterior, prior: EpsNet, num_steps: int 
     device = next(posterior.parameters()).device
 
     def sample(classes: str | int | Iterable[int], beta: float, n: int) -> Tensor:
-        if isinstance(posterior, SetExpertPosterior):
+        if hasattr(posterior, "specialise"):  # a conditional posterior (maybe guided)
             net, cond = posterior.specialise(prior, classes, beta), None
         else:
             net, cond = posterior, make_condition(classes, beta, n).to(device)

@@ -37,7 +37,8 @@ from rtb_lab.rtb import check_frozen
 
 LORA_TARGETS = ["conv1", "conv2", "time_emb_proj"]
 EVEN_ASSET = "mnist_even_posterior.safetensors"
-CONDITIONAL_ASSET = "mnist_conditional_posterior.safetensors"
+CONDITIONAL_ASSET = "mnist_conditional_posterior.safetensors"  # value-guided set experts
+CONDITIONAL_LORA_ASSET = "mnist_conditional_lora_posterior.safetensors"  # LoRA only
 BETA_RANGE = (0.5, 2.0)
 # Class sets the conditional posterior is trained on (and the notebook offers).
 TRAIN_SETS: tuple[tuple[int, ...], ...] = (
@@ -256,8 +257,11 @@ def save_posterior(posterior: LoRAPosterior, path: str | Path, command: str,
 
 
 def load_posterior(prior: EpsNet, path: str | Path | None = None,
-                   asset: str = EVEN_ASSET) -> LoRAPosterior:
+                   asset: str = EVEN_ASSET) -> nn.Module:
     """Load an adapter onto `prior` (default: the shipped posterior for even digits, beta 1).
+
+    A file saved from a `mnist_guided.GuidedPosterior` loads as one (with its shipped
+    value network, or the classifier for reward guidance).
 
     Raises:
         CheckpointError: missing or corrupt file, or an adapter trained on another prior.
@@ -266,23 +270,36 @@ def load_posterior(prior: EpsNet, path: str | Path | None = None,
     if path is None:
         path, sha256 = shipped_asset(asset)
     tensors, meta = load_weights(path, sha256)
-    if meta.get("arch") not in ("LoRAPosterior", "SetExpertPosterior"):
-        raise CheckpointError(f"{path} is not an MNIST LoRA posterior (arch={meta.get('arch')!r})")
     if meta.get("prior_sha256") != getattr(prior, "sha256", None):
         raise CheckpointError(
             f"{path} is an adapter for another prior (sha256 {str(meta.get('prior_sha256'))[:12]}"
             f"...), not for this one ({str(getattr(prior, 'sha256', None))[:12]}...)")
+    state = {meta[key]: tensor for key, tensor in tensors.items()}
+    if meta.get("arch") == "GuidedPosterior":
+        from rtb_lab.domains.mnist_guided import guided_from_state  # it imports this module
+
+        return guided_from_state(prior, meta, state, path)
+    posterior = build_posterior(prior, meta, path)
+    load_adapter(posterior, state, path)
+    return posterior
+
+
+def build_posterior(prior: EpsNet, meta: dict[str, Any], path: str | Path = "") -> LoRAPosterior:
+    """A fresh (prior-equal) posterior with the layout `metadata()` recorded."""
+    if meta.get("arch") not in ("LoRAPosterior", "SetExpertPosterior"):
+        raise CheckpointError(f"{path} is not an MNIST LoRA posterior (arch={meta.get('arch')!r})")
     std = {"learn_std": bool(meta.get("learn_std", False)),
            "num_steps": int(meta.get("num_steps", NUM_STEPS))}
     if meta["arch"] == "SetExpertPosterior":
-        posterior = SetExpertPosterior(prior, meta["sets"], meta["rank"], **std)
-    else:
-        posterior = LoRAPosterior(prior, meta["rank"], **std)
-    state = {meta[key]: tensor for key, tensor in tensors.items()}
+        return SetExpertPosterior(prior, meta["sets"], meta["rank"], **std)
+    return LoRAPosterior(prior, meta["rank"], **std)
+
+
+def load_adapter(posterior: nn.Module, state: dict[str, Tensor], path: str | Path = "") -> None:
+    """Copy saved adapter tensors into `posterior`; its layout must match exactly."""
     _, unexpected = posterior.load_state_dict(state, strict=False)
     if unexpected or set(state) != set(posterior.adapter_state_dict()):
         raise CheckpointError(f"{path} does not match the adapter layout: {unexpected[:3]}")
-    return posterior
 
 
 @torch.no_grad()
@@ -325,10 +342,12 @@ def warm_start(posterior: LoRAPosterior, trained: LoRAPosterior) -> LoRAPosterio
     return posterior
 
 
-def load_conditional_posterior(prior: EpsNet, path: str | Path | None = None
-                               ) -> SetExpertPosterior:
-    """Load the conditional posterior (default: the shipped one)."""
-    posterior = load_posterior(prior, path, CONDITIONAL_ASSET)
-    if not isinstance(posterior, SetExpertPosterior):
+def load_conditional_posterior(prior: EpsNet, path: str | Path | None = None,
+                               asset: str = CONDITIONAL_ASSET) -> nn.Module:
+    """Load a conditional posterior: a `SetExpertPosterior`, or a value-guided
+    `mnist_guided.GuidedPosterior` around one. Default: the shipped value-guided one;
+    ``asset=CONDITIONAL_LORA_ASSET`` is the LoRA-only one shipped before it."""
+    posterior = load_posterior(prior, path, asset)
+    if not isinstance(getattr(posterior, "base", posterior), SetExpertPosterior):
         raise CheckpointError(f"{path} holds a single-target posterior, not a conditional one")
     return posterior

@@ -1,0 +1,136 @@
+"""The noisy classifier (value h(x_t) = E[r | x_t]) and value-guided posteriors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from rtb_lab.checkpoint import CheckpointError
+from rtb_lab.diffusion import sample_trajectories, trajectory_log_prob
+from rtb_lab.domains import images, mnist, mnist_prior, mnist_reward, mnist_value
+from rtb_lab.domains.mnist_guided import GuidedPosterior
+from rtb_lab.rtb import freeze
+
+
+@pytest.fixture(scope="module")
+def tiny_prior():
+    torch.manual_seed(0)
+    prior = freeze(mnist_prior.EpsNet(mnist_prior.make_unet((8, 16, 16))))
+    prior.sha256 = "tiny-prior"
+    return prior
+
+
+@pytest.fixture(scope="module")
+def tiny_value():
+    torch.manual_seed(1)
+    return freeze(mnist_value.NoisyClassifier(width=4).eval())
+
+
+def test_noisy_classifier_rejects_bad_shapes(tiny_value):
+    with pytest.raises(ValueError, match=r"expected images \[B, 1, 28, 28\]"):
+        tiny_value(torch.zeros(2, 28, 28), torch.zeros(2))
+    with pytest.raises(ValueError, match=r"one time per image \[2\]"):
+        tiny_value(torch.zeros(2, 1, 28, 28), torch.zeros(3))
+
+
+def test_log_value_sums_the_class_probabilities_over_the_set(tiny_value):
+    x, t = torch.randn(3, 1, 28, 28), torch.tensor([60.0, 500.0, 999.0])
+    probs = torch.softmax(tiny_value(x, t), 1)
+    by_hand = probs[:, [0, 2, 4, 6, 8]].sum(1).log()
+    found = tiny_value.log_value(x, t, mnist_reward.class_mask("even"))
+    torch.testing.assert_close(found, by_hand, atol=1e-6, rtol=1e-6)
+    per_row = torch.stack([mnist_reward.class_mask(c) for c in (3, "odd", "even")])
+    torch.testing.assert_close(tiny_value.log_value(x, t, per_row),
+                               torch.stack([probs[0, 3].log(), probs[1, 1::2].sum().log(),
+                                            probs[2, 0::2].sum().log()]), atol=1e-6, rtol=1e-6)
+
+
+class _HalfClassifier(nn.Module):
+    """Class 0 if the left half is brighter, else class 1 (confidently)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        margin = 20 * (x[..., :14].mean((1, 2, 3)) - x[..., 14:].mean((1, 2, 3)))
+        logits = torch.full((x.shape[0], 10), -30.0)
+        logits[:, 0], logits[:, 1] = margin, -margin
+        return logits
+
+
+def test_noisy_classifier_learns_the_value_at_every_noise_level():
+    # Digits that are a bright left half (class 0, 30%) or right half (class 1, 70%).
+    generator = np.random.default_rng(0)
+    left = generator.random(400) < 0.3
+    pixels = np.zeros((400, 28, 28), np.uint8)
+    pixels[left, :, :14] = 255
+    pixels[~left, :, 14:] = 255
+    data = images.ImageSet(pixels, left.astype(np.int64), "two halves")
+    model = mnist_value.train_noisy_classifier(_HalfClassifier(), None, 300, batch_size=64,
+                                               width=8, data=data, progress=False)
+    x0 = torch.from_numpy(pixels).float()[:, None] / 127.5 - 1
+    abar = mnist_prior.make_scheduler().alphas_cumprod.float()
+
+    def predicted(t: int) -> torch.Tensor:
+        noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(t))
+        x_t = abar[t].sqrt() * x0 + (1 - abar[t]).sqrt() * noise
+        return torch.softmax(model(x_t, torch.full((400,), float(t))), 1)
+
+    low = predicted(100)  # little noise: the value is the clean image's class
+    accuracy = float((low[:, :2].argmax(1) == torch.from_numpy((~left).astype(np.int64))).float()
+                     .mean())
+    assert accuracy >= 0.95
+    high = predicted(999)  # pure noise: the value is the class share, E[r] = 0.3 / 0.7
+    assert float(high[:, 0].mean()) == pytest.approx(0.3, abs=0.1)
+    assert float(high[:, :2].sum(1).min()) > 0.95  # the other classes stay empty
+
+
+def test_value_guidance_is_the_value_gradient_by_hand(tiny_prior, tiny_value):
+    guided = GuidedPosterior(mnist.LoRAPosterior(tiny_prior, 2), tiny_prior, None, "even", 1.5,
+                             num_steps=5, value=tiny_value, init_scale=1.0)
+    family = mnist_prior.make_family(5)
+    x, k = torch.randn(4, 1, 28, 28), torch.full((4,), 3)
+    t = family.time(k)
+    abar = float(mnist_prior.make_scheduler().alphas_cumprod[int(t[0])])
+    xg = x.clone().requires_grad_(True)
+    log_h = tiny_value.log_value(xg, t, mnist_reward.class_mask("even"))
+    (grad,) = torch.autograd.grad(log_h.sum(), xg)
+    by_hand = tiny_prior(x, t) - 1.5 * 1.0 * math.sqrt(1 - abar) * grad
+    torch.testing.assert_close(guided(x, t), by_hand, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():  # scale 0: the base posterior (the prior, for a fresh LoRA)
+        guided.guide.zero_()
+        traj = sample_trajectories(tiny_prior, family, 3, mnist_prior.IMAGE_SHAPE,
+                                   generator=torch.Generator().manual_seed(2))
+        torch.testing.assert_close(trajectory_log_prob(guided, family, traj),
+                                   trajectory_log_prob(tiny_prior, family, traj))
+    with pytest.raises(ValueError, match="reward classifier .* or a value"):
+        GuidedPosterior(mnist.LoRAPosterior(tiny_prior, 2), tiny_prior, None, "even")
+
+
+def test_value_guided_conditional_posterior_saves_loads_and_specialises(tiny_prior, tmp_path):
+    value = mnist.load_noisy_classifier()  # a saved guided posterior names the shipped one
+    base = mnist.SetExpertPosterior(tiny_prior, ((1,), (3,), (0, 2, 4, 6, 8)), rank=2,
+                                    num_steps=5)
+    guided = GuidedPosterior(base, tiny_prior, None, num_steps=5, value=value, init_scale=1.0)
+    with torch.no_grad():
+        guided.guide.copy_(torch.linspace(0.2, 1.6, 15).view(3, 5))
+        for name, param in base.named_parameters():
+            if "lora_B" in name or name == "beta_power":
+                param.normal_(0, 0.05)
+    path = tmp_path / "guided.safetensors"
+    mnist.save_posterior(guided, path, "test")
+    loaded = mnist.load_conditional_posterior(tiny_prior, path)
+    assert isinstance(loaded, GuidedPosterior) and loaded.value is not None
+    assert loaded.set_names() == ["1", "3", "even"]
+    x, t = torch.randn(2, 1, 28, 28), mnist_prior.make_family(5).time(torch.tensor([1, 4]))
+    cond = mnist_reward.make_condition(3, 1.7, 2)
+    torch.testing.assert_close(loaded(x, t, cond), guided(x, t, cond), atol=1e-5, rtol=1e-5)
+    single = loaded.specialise(tiny_prior, 3, 1.7)  # the same policy, one condition
+    torch.testing.assert_close(single(x, t), guided(x, t, cond), atol=1e-5, rtol=1e-5)
+    with pytest.raises(TypeError, match="already for"):
+        single.specialise(tiny_prior, 3, 1.0)
+    other = freeze(mnist_prior.EpsNet(mnist_prior.make_unet((8, 16, 16))))
+    other.sha256 = "another-prior"
+    with pytest.raises(CheckpointError, match="another prior"):
+        mnist.load_conditional_posterior(other, path)
