@@ -1,7 +1,8 @@
 """MNIST benchmark: RTB iteration speed, memory as T doubles, and time to quality.
 
-    python benchmarks/bench_mnist.py                 # all three parts
-    python benchmarks/bench_mnist.py --part speed    # or memory / quality / resample / ray
+    python benchmarks/bench_mnist.py                 # every part
+    python benchmarks/bench_mnist.py --part speed    # or memory / quality / resample /
+                                                     # ray / conditional
 
 Figures are printed, with ratios against a baseline measured in the same process (or,
 for memory, in sibling processes started the same way). Nothing here is asserted.
@@ -13,11 +14,13 @@ for memory, in sibling processes started the same way). Nothing here is asserted
    without chunking (each in a fresh subprocess; chunked memory should stay flat).
 3. quality: time from the shipped prior until E[log r] >= -0.2 on even digits with
    diversity >= 0.9 x that of prior samples classified even (target: 15 minutes).
-4. resample: the shipped conditional posterior at beta = 1, each image kept from K of
-   its samples by exact importance weight (`rtb_lab.resample`), K = 1 (the posterior
-   itself), 2, 4, 8, beside the exact posterior (an importance bank of prior samples).
-5. ray: the shipped posterior's LoRA update scaled by alpha = 0 (prior) ... 3: in-set
-   share against KL(q || target), the divergence on-policy RTB minimises.
+4. resample: a shipped conditional posterior (`--posterior guided|lora`) at beta = 1,
+   each image kept from K of its samples by exact importance weight
+   (`rtb_lab.resample`), K = 1 (the posterior itself), 2, 4, 8, beside the exact
+   posterior (an importance bank of prior samples).
+5. ray: the LoRA-only conditional posterior's update scaled by alpha = 0 (prior) ... 3:
+   in-set share against KL(q || target), the divergence on-policy RTB minimises.
+6. conditional: the value-guided and LoRA-only conditional posteriors side by side.
 """
 
 from __future__ import annotations
@@ -231,6 +234,7 @@ def bench_conditional(num_samples: int = 512, targets: tuple = ("even", 1, 3)) -
     print("|---|---|---|---|---|---|---|")
     for classes in targets:
         reward = mnist_reward.class_set_reward(classifier, mnist_reward.parse_classes(classes))
+        log_z = bank.log_z(classes, 1.0)
         for name, asset in POSTERIORS.items():
             net = mnist.load_conditional_posterior(prior, asset=asset) \
                 .specialise(prior, classes, 1.0)
@@ -241,7 +245,7 @@ def bench_conditional(num_samples: int = 512, targets: tuple = ("even", 1, 3)) -
                                        generator=torch.Generator().manual_seed(7))
             seconds = time.perf_counter() - started
             m = mnist.evaluate_images(mnist_prior.decode(prior, found.x), classes, classifier)
-            kl = kl_to_target(found.log_weights, bank.log_z(classes, 1.0))
+            kl = kl_to_target(found.log_weights, log_z)
             print(f"| {classes} | {name} | {m['in_set']:.3f} | {m['mean_log_reward']:.3f} | "
                   f"{m['diversity']:.3f} | {kl:.2f} | {seconds:.0f} |", flush=True)
         exact = bank.exact_metrics(classes, 1.0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -115,3 +116,22 @@ def shipped_asset(name: str) -> tuple[Path, str]:
     if name not in manifest:
         raise CheckpointError(f"{name} is not a shipped asset (known: {sorted(manifest)})")
     return assets_dir() / name, manifest[name]["sha256"]
+
+
+def load_module(path: str | Path | None, asset: str, arch: str, what: str,
+                build: Callable[[dict[str, Any]], nn.Module]) -> nn.Module:
+    """A network saved by `save_weights`: the shipped `asset` (sha256-checked) when `path`
+    is None, else your file. `build(metadata)` makes the empty module.
+
+    Raises:
+        CheckpointError: missing or corrupt file, or metadata arch other than `arch`.
+    """
+    sha256 = None
+    if path is None:
+        path, sha256 = shipped_asset(asset)
+    tensors, meta = load_weights(path, sha256)
+    if meta.get("arch") != arch:
+        raise CheckpointError(f"{path} is not {what} (arch={meta.get('arch')!r})")
+    model = build(meta)
+    model.load_state_dict(tensors)
+    return model

@@ -31,3 +31,14 @@ def tiny_prior() -> DriftMLP:
 def traj(tiny_prior, family):
     return sample_trajectories(tiny_prior, family, 6, (2,), explore=0.3,
                                generator=torch.Generator().manual_seed(2))
+
+
+@pytest.fixture(scope="module")
+def unet_prior():
+    """A random (untrained) small UNet prior for MNIST: enough to test the machinery fast."""
+    from rtb_lab.domains import mnist_prior
+
+    torch.manual_seed(0)
+    prior = freeze(mnist_prior.EpsNet(mnist_prior.make_unet((8, 16, 16))))
+    prior.sha256 = "tiny-prior"
+    return prior

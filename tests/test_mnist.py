@@ -19,15 +19,6 @@ from rtb_lab.rtb import freeze
 from rtb_lab.train import TrainConfig
 
 
-@pytest.fixture(scope="module")
-def tiny_prior():
-    """A random (untrained) small UNet prior: enough to test the machinery quickly."""
-    torch.manual_seed(0)
-    prior = freeze(mnist_prior.EpsNet(mnist_prior.make_unet((8, 16, 16))))
-    prior.sha256 = "tiny-prior"
-    return prior
-
-
 # ---------------------------------------------------------------------------- data
 def test_offline_subset_has_the_documented_size_and_type(capsys):
     train = images.load_mnist("train", source="offline")
@@ -125,42 +116,42 @@ def test_classifier_rejects_wrong_image_shapes():
 # ------------------------------------------------------------------- posterior
 @pytest.mark.parametrize("conditional", [False, True])
 @pytest.mark.parametrize("learn_std", [False, True])
-def test_zero_init_lora_posterior_equals_the_prior(tiny_prior, conditional, learn_std):
-    posterior = mnist.make_posterior(tiny_prior, rank=4, conditional=conditional,
+def test_zero_init_lora_posterior_equals_the_prior(unet_prior, conditional, learn_std):
+    posterior = mnist.make_posterior(unet_prior, rank=4, conditional=conditional,
                                      learn_std=learn_std)
     family = mnist_prior.make_family(5)
     cond = torch.cat([mnist_reward.make_condition("even", 1.5, n=3),
                       mnist_reward.make_condition(3, 0.5, n=3)]) if conditional else None
-    traj = sample_trajectories(tiny_prior, family, 6, mnist_prior.IMAGE_SHAPE, cond=cond,
+    traj = sample_trajectories(unet_prior, family, 6, mnist_prior.IMAGE_SHAPE, cond=cond,
                                explore=0.3, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         torch.testing.assert_close(trajectory_log_prob(posterior, family, traj),
-                                   trajectory_log_prob(tiny_prior, family, traj))
+                                   trajectory_log_prob(unet_prior, family, traj))
     trainable = {n for n, p in posterior.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n or n in ("beta_power", "log_std", "log_std_beta")
                              for n in trainable)
     assert ("log_std" in trainable) == learn_std
-    assert all(not p.requires_grad for p in tiny_prior.parameters())
+    assert all(not p.requires_grad for p in unet_prior.parameters())
 
 
-def test_a_training_step_moves_the_adapter_and_leaves_the_prior(tiny_prior):
-    before = {k: v.clone() for k, v in tiny_prior.state_dict().items()}
+def test_a_training_step_moves_the_adapter_and_leaves_the_prior(unet_prior):
+    before = {k: v.clone() for k, v in unet_prior.state_dict().items()}
     config = TrainConfig(steps=2, batch_size=4, explore=0.2, chunk_steps=2, eval_every=0,
                          log_z_init_samples=8, grad_steps=3)
     classifier = mnist_reward.DigitClassifier(width=4)
-    trainer = mnist.make_trainer("even", 1.0, config, prior=tiny_prior,
+    trainer = mnist.make_trainer("even", 1.0, config, prior=unet_prior,
                                  classifier=freeze(classifier), num_steps=5)
     trainer.train(progress=False)
     assert trainer.step == 2 and math.isfinite(trainer.history[-1]["loss"])
     moved = [float(t.abs().max()) for n, t in trainer.posterior.adapter_state_dict().items()
              if "lora_B" in n]
     assert max(moved) > 0
-    for key, value in tiny_prior.state_dict().items():
+    for key, value in unet_prior.state_dict().items():
         torch.testing.assert_close(value, before[key])
 
 
-def test_posterior_inputs_are_checked(tiny_prior):
-    posterior = mnist.make_posterior(tiny_prior, rank=2, conditional=True)
+def test_posterior_inputs_are_checked(unet_prior):
+    posterior = mnist.make_posterior(unet_prior, rank=2, conditional=True)
     t = torch.zeros(2)
     with pytest.raises(ValueError, match=r"images \[B, 1, 28, 28\]"):
         posterior(torch.zeros(2, 1, 32, 32), t, torch.zeros(2, 11))
@@ -169,23 +160,23 @@ def test_posterior_inputs_are_checked(tiny_prior):
     with pytest.raises(ValueError, match=r"class set \(1, 7\) is not one this posterior"):
         posterior(torch.zeros(2, 1, 28, 28), t, mnist_reward.make_condition([1, 7], 1.0, 2))
     with pytest.raises(ValueError, match="beta"):
-        mnist.make_trainer("even", -1.0, prior=tiny_prior,
+        mnist.make_trainer("even", -1.0, prior=unet_prior,
                            classifier=mnist_reward.DigitClassifier(4))
     with pytest.raises(ValueError, match="unknown class set"):
-        mnist.make_trainer("primes", 1.0, prior=tiny_prior,
+        mnist.make_trainer("primes", 1.0, prior=unet_prior,
                            classifier=mnist_reward.DigitClassifier(4))
 
 
 @pytest.mark.parametrize("learn_std", [False, True])
-def test_adapter_round_trip_and_refusal_for_another_prior(tiny_prior, tmp_path, learn_std):
-    posterior = mnist.make_posterior(tiny_prior, rank=2, conditional=True, learn_std=learn_std)
+def test_adapter_round_trip_and_refusal_for_another_prior(unet_prior, tmp_path, learn_std):
+    posterior = mnist.make_posterior(unet_prior, rank=2, conditional=True, learn_std=learn_std)
     with torch.no_grad():
         for param in posterior.parameters():
             if param.requires_grad:
                 param.normal_()
     path = tmp_path / "adapter.safetensors"
     mnist.save_posterior(posterior, path, "test")
-    loaded = mnist.load_posterior(tiny_prior, path)
+    loaded = mnist.load_posterior(unet_prior, path)
     x, t = torch.randn(3, 1, 28, 28), torch.tensor([10.0, 500.0, 900.0])
     cond = mnist_reward.make_condition(7, 2.0, n=3)
     with torch.no_grad():
@@ -200,7 +191,7 @@ def test_adapter_round_trip_and_refusal_for_another_prior(tiny_prior, tmp_path, 
     with pytest.raises(CheckpointError, match="another prior"):
         mnist.load_posterior(other, path)
     with pytest.raises(CheckpointError, match="not found"):
-        mnist.load_posterior(tiny_prior, tmp_path / "missing.safetensors")
+        mnist.load_posterior(unet_prior, tmp_path / "missing.safetensors")
 
 
 def _randomised_experts(prior, sets=((1,), (3,), (0, 2, 4, 6, 8)), learn_std=False):
@@ -212,8 +203,8 @@ def _randomised_experts(prior, sets=((1,), (3,), (0, 2, 4, 6, 8)), learn_std=Fal
     return posterior
 
 
-def test_set_experts_route_each_set_to_its_own_block(tiny_prior):
-    posterior = _randomised_experts(tiny_prior)
+def test_set_experts_route_each_set_to_its_own_block(unet_prior):
+    posterior = _randomised_experts(unet_prior)
     x, t = torch.randn(4, 1, 28, 28), torch.tensor([10.0, 300.0, 600.0, 900.0])
     cond = torch.cat([mnist_reward.make_condition(3, 2.0, 2),
                       mnist_reward.make_condition("even", 1.0, 2)])
@@ -233,22 +224,22 @@ def test_set_experts_route_each_set_to_its_own_block(tiny_prior):
     assert power[2:4].sum() > 0 and power[:2].sum() == 0 and power[4:].sum() == 0
 
 
-def test_specialised_expert_equals_the_conditional_posterior(tiny_prior):
+def test_specialised_expert_equals_the_conditional_posterior(unet_prior):
     # The beta gate is beta ** a: folding it into B must give the same network.
-    posterior = _randomised_experts(tiny_prior)
+    posterior = _randomised_experts(unet_prior)
     x, t = torch.randn(3, 1, 28, 28), torch.tensor([10.0, 500.0, 900.0])
     with torch.no_grad():
         for classes, beta in (("even", 0.6), (3, 1.7)):
-            single = posterior.specialise(tiny_prior, classes, beta)
+            single = posterior.specialise(unet_prior, classes, beta)
             assert isinstance(single, mnist.LoRAPosterior) and single.rank == 2
             expected = posterior(x, t, mnist_reward.make_condition(classes, beta, 3))
             torch.testing.assert_close(single(x, t), expected, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="not one this posterior"):
-        posterior.specialise(tiny_prior, "odd", 1.0)
+        posterior.specialise(unet_prior, "odd", 1.0)
 
 
-def test_learned_std_is_per_set_and_beta_and_survives_specialising(tiny_prior):
-    posterior = _randomised_experts(tiny_prior, learn_std=True)
+def test_learned_std_is_per_set_and_beta_and_survives_specialising(unet_prior):
+    posterior = _randomised_experts(unet_prior, learn_std=True)
     family = mnist_prior.make_family(5)
     cond = mnist_reward.make_condition(3, 1.7, 4)
     k = torch.tensor([0, 2, 4, 4])
@@ -257,7 +248,7 @@ def test_learned_std_is_per_set_and_beta_and_survives_specialising(tiny_prior):
         torch.testing.assert_close(posterior.std_scale(k, cond), by_hand)
         traj = sample_trajectories(posterior, family, 4, mnist_prior.IMAGE_SHAPE, cond=cond,
                                    generator=torch.Generator().manual_seed(2))
-        single = posterior.specialise(tiny_prior, 3, 1.7)
+        single = posterior.specialise(unet_prior, 3, 1.7)
         torch.testing.assert_close(trajectory_log_prob(single, family, Trajectory(traj.states)),
                                    trajectory_log_prob(posterior, family, traj),
                                    atol=1e-3, rtol=1e-6)
@@ -265,9 +256,9 @@ def test_learned_std_is_per_set_and_beta_and_survives_specialising(tiny_prior):
         posterior.std_scale(torch.tensor([5]), cond[:1])
 
 
-def test_warm_start_copies_a_trained_adapter_and_refuses_another_layout(tiny_prior):
-    trained = _randomised_experts(tiny_prior)
-    fresh = mnist.SetExpertPosterior(tiny_prior, trained.sets, rank=2, learn_std=True,
+def test_warm_start_copies_a_trained_adapter_and_refuses_another_layout(unet_prior):
+    trained = _randomised_experts(unet_prior)
+    fresh = mnist.SetExpertPosterior(unet_prior, trained.sets, rank=2, learn_std=True,
                                      num_steps=5)
     mnist.warm_start(fresh, trained)
     x, t = torch.randn(2, 1, 28, 28), torch.tensor([10.0, 700.0])
@@ -276,11 +267,11 @@ def test_warm_start_copies_a_trained_adapter_and_refuses_another_layout(tiny_pri
         torch.testing.assert_close(fresh(x, t, cond), trained(x, t, cond))
         assert float(fresh.log_std.abs().max()) == 0.0  # the new factors keep their start
     with pytest.raises(ValueError, match="cannot warm-start"):
-        mnist.warm_start(mnist.SetExpertPosterior(tiny_prior, ((1,), (3,)), rank=2), trained)
+        mnist.warm_start(mnist.SetExpertPosterior(unet_prior, ((1,), (3,)), rank=2), trained)
 
 
-def test_scale_adapter_runs_from_the_prior_to_beyond_the_posterior(tiny_prior):
-    posterior = mnist.make_posterior(tiny_prior, rank=2)
+def test_scale_adapter_runs_from_the_prior_to_beyond_the_posterior(unet_prior):
+    posterior = mnist.make_posterior(unet_prior, rank=2)
     with torch.no_grad():
         for name, param in posterior.named_parameters():
             if "lora_B" in name:
@@ -288,7 +279,7 @@ def test_scale_adapter_runs_from_the_prior_to_beyond_the_posterior(tiny_prior):
     x, t = torch.randn(3, 1, 28, 28), torch.tensor([10.0, 400.0, 900.0])
     with torch.no_grad():
         at = {a: mnist.scale_adapter(posterior, a)(x, t) for a in (0.0, 1.0, 2.0)}
-        torch.testing.assert_close(at[0.0], tiny_prior(x, t))
+        torch.testing.assert_close(at[0.0], unet_prior(x, t))
         torch.testing.assert_close(at[1.0], posterior(x, t))
         assert float((at[2.0] - at[1.0]).abs().max()) > 1e-3
     doubled = dict(mnist.scale_adapter(posterior, 2.0).named_parameters())
@@ -296,7 +287,7 @@ def test_scale_adapter_runs_from_the_prior_to_beyond_the_posterior(tiny_prior):
         factor = 2.0 if "lora_B" in name else 1.0
         torch.testing.assert_close(doubled[name], factor * param)
     with pytest.raises(TypeError, match="specialise"):
-        mnist.scale_adapter(mnist.make_posterior(tiny_prior, 2, conditional=True), 1.5)
+        mnist.scale_adapter(mnist.make_posterior(unet_prior, 2, conditional=True), 1.5)
     with pytest.raises(ValueError, match="finite"):
         mnist.scale_adapter(posterior, float("nan"))
 
@@ -314,12 +305,12 @@ def test_prior_checkpoint_errors(tmp_path):
 
 
 # ---------------------------------------------------------------- DPS, metrics
-def test_dps_with_a_flat_reward_is_the_prior_and_follows_the_gradient(tiny_prior):
+def test_dps_with_a_flat_reward_is_the_prior_and_follows_the_gradient(unet_prior):
     abar = mnist_prior.make_scheduler().alphas_cumprod
     x, t = torch.randn(2, 1, 28, 28), torch.tensor([100.0, 700.0])
-    flat = GuidedEps(tiny_prior, lambda x0: x0.sum((1, 2, 3)) * 0.0, abar, scale=3.0)
+    flat = GuidedEps(unet_prior, lambda x0: x0.sum((1, 2, 3)) * 0.0, abar, scale=3.0)
     with torch.no_grad():
-        eps = tiny_prior(x, t)
+        eps = unet_prior(x, t)
     torch.testing.assert_close(flat(x, t), eps)
     # log r(x0) = sum(x0) (unclipped region): grad_x = 1 / sqrt(abar) * (I - J terms);
     # with a zero prior network the Jacobian term vanishes, so grad = 1 / sqrt(abar).
@@ -344,11 +335,11 @@ def test_cosine_diversity_and_frechet_distance_by_hand():
     assert frechet_distance(a, b) == pytest.approx(4.0, abs=0.1)  # |mu|^2, same covariance
 
 
-def test_prior_bank_trainer_mixes_resampled_prior_trajectories(tiny_prior):
+def test_prior_bank_trainer_mixes_resampled_prior_trajectories(unet_prior):
     classifier = freeze(mnist_reward.DigitClassifier(width=4))
     config = TrainConfig(steps=1, batch_size=8, cond_groups=2, loss="vargrad", explore=0.2,
                          eval_every=0, log_z_init_samples=4, chunk_steps=None)
-    trainer = mnist.make_conditional_trainer(config, prior=tiny_prior, classifier=classifier,
+    trainer = mnist.make_conditional_trainer(config, prior=unet_prior, classifier=classifier,
                                              bank_size=6, bank_per_group=1, num_steps=3)
     batch = trainer.collect()
     assert batch.batch_size == 8 and batch.cond.shape == (8, 11)
@@ -359,7 +350,7 @@ def test_prior_bank_trainer_mixes_resampled_prior_trajectories(tiny_prior):
     trainer.train(progress=False)
     assert trainer.step == 1 and math.isfinite(trainer.history[-1]["loss"])
     with pytest.raises(ValueError, match="bank_per_group"):
-        mnist_bank.PriorBankTrainer(trainer.prior, mnist.make_posterior(tiny_prior, 2, True),
+        mnist_bank.PriorBankTrainer(trainer.prior, mnist.make_posterior(unet_prior, 2, True),
                                     trainer.family, trainer.log_reward_fn, (1, 28, 28), config,
                                     cond_sampler=mnist.sample_conditions(),
                                     beta_of_cond=lambda c: mnist_reward.split_condition(c)[1],
@@ -367,8 +358,8 @@ def test_prior_bank_trainer_mixes_resampled_prior_trajectories(tiny_prior):
                                     bank_per_group=4)
 
 
-def test_importance_bank_resamples_in_proportion_to_r_to_the_beta(tiny_prior):
-    bank = mnist_bank.ImportanceBank(tiny_prior, freeze(mnist_reward.DigitClassifier(4)),
+def test_importance_bank_resamples_in_proportion_to_r_to_the_beta(unet_prior):
+    bank = mnist_bank.ImportanceBank(unet_prior, freeze(mnist_reward.DigitClassifier(4)),
                                      size=4, num_steps=3)
     assert bank.images.shape == (4, 1, 28, 28)
     # Hand-set classifier outputs: image i is digit i with probability 0.9 (i = 0..3).
@@ -392,12 +383,12 @@ def test_importance_bank_resamples_in_proportion_to_r_to_the_beta(tiny_prior):
         bank.sample([12], 1.0, 10)
 
 
-def test_amortised_or_exact_uses_rtb_only_where_it_was_trained(tiny_prior):
-    posterior = mnist.SetExpertPosterior(tiny_prior, ((1,), (0, 2, 4, 6, 8)), rank=2)
-    bank = mnist_bank.ImportanceBank(tiny_prior, freeze(mnist_reward.DigitClassifier(4)),
+def test_amortised_or_exact_uses_rtb_only_where_it_was_trained(unet_prior):
+    posterior = mnist.SetExpertPosterior(unet_prior, ((1,), (0, 2, 4, 6, 8)), rank=2)
+    bank = mnist_bank.ImportanceBank(unet_prior, freeze(mnist_reward.DigitClassifier(4)),
                                      size=4, num_steps=3)
     bank.images = torch.full((4, 1, 28, 28), 7.0)  # a marker: the bank holds only 7.0s
-    sample = mnist.AmortisedOrExact(posterior, tiny_prior, bank, beta_range=(0.5, 2.0))
+    sample = mnist.AmortisedOrExact(posterior, unet_prior, bank, beta_range=(0.5, 2.0))
     x = sample("even", 1.5, 3)
     assert sample.source == "RTB posterior" and x.shape == (3, 1, 28, 28)
     assert not (x == 7.0).all() and sample.last_beta == 1.5
@@ -405,21 +396,21 @@ def test_amortised_or_exact_uses_rtb_only_where_it_was_trained(tiny_prior):
         assert (sample(classes, beta, 3) == 7.0).all() and sample.source.startswith("exact")
 
 
-def test_resampled_conditional_sampler_needs_the_classifier_and_names_itself(tiny_prior):
-    posterior = mnist.SetExpertPosterior(tiny_prior, ((1,), (0, 2, 4, 6, 8)), rank=2)
+def test_resampled_conditional_sampler_needs_the_classifier_and_names_itself(unet_prior):
+    posterior = mnist.SetExpertPosterior(unet_prior, ((1,), (0, 2, 4, 6, 8)), rank=2)
     with pytest.raises(ValueError, match="classifier"):
-        mnist.conditional_sampler(posterior, tiny_prior, num_steps=3, candidates=4)
+        mnist.conditional_sampler(posterior, unet_prior, num_steps=3, candidates=4)
     classifier = freeze(mnist_reward.DigitClassifier(4))
-    bank = mnist_bank.ImportanceBank(tiny_prior, classifier, size=4, num_steps=3)
-    sample = mnist.AmortisedOrExact(posterior, tiny_prior, bank, classifier, candidates=3)
-    sample.rtb = mnist.conditional_sampler(posterior, tiny_prior, num_steps=3, candidates=3,
+    bank = mnist_bank.ImportanceBank(unet_prior, classifier, size=4, num_steps=3)
+    sample = mnist.AmortisedOrExact(posterior, unet_prior, bank, classifier, candidates=3)
+    sample.rtb = mnist.conditional_sampler(posterior, unet_prior, num_steps=3, candidates=3,
                                            classifier=classifier)
     assert sample("even", 1.0, 2).shape == (2, 1, 28, 28)
     assert sample.source == "RTB posterior, 1 of 3 resampled"
 
 
-def test_exact_metrics_are_the_importance_weighted_averages(tiny_prior):
-    bank = mnist_bank.ImportanceBank(tiny_prior, freeze(mnist_reward.DigitClassifier(4)),
+def test_exact_metrics_are_the_importance_weighted_averages(unet_prior):
+    bank = mnist_bank.ImportanceBank(unet_prior, freeze(mnist_reward.DigitClassifier(4)),
                                      size=4, num_steps=3)
     probs = torch.full((4, 10), 0.1 / 9)
     probs[range(4), [0, 1, 2, 3]] = 0.9
@@ -448,19 +439,19 @@ def _guided(prior, conditional=False, num_steps=5):
                            num_steps=num_steps)
 
 
-def test_guided_posterior_starts_at_its_base_and_guides_by_hand(tiny_prior):
-    guided = _guided(tiny_prior)
+def test_guided_posterior_starts_at_its_base_and_guides_by_hand(unet_prior):
+    guided = _guided(unet_prior)
     family = mnist_prior.make_family(5)
-    traj = sample_trajectories(tiny_prior, family, 4, mnist_prior.IMAGE_SHAPE,
+    traj = sample_trajectories(unet_prior, family, 4, mnist_prior.IMAGE_SHAPE,
                                generator=torch.Generator().manual_seed(1))
     with torch.no_grad():  # c = 0: exactly the (fresh LoRA =) prior
         torch.testing.assert_close(trajectory_log_prob(guided, family, traj),
-                                   trajectory_log_prob(tiny_prior, family, traj))
+                                   trajectory_log_prob(unet_prior, family, traj))
         guided.guide[0, 2] = 0.7
     x, k = traj.states[:, 2], torch.full((4,), 2)
     t = family.time(k)
     abar = float(mnist_prior.make_scheduler().alphas_cumprod[int(t[0])])
-    eps = tiny_prior(x, t).detach()
+    eps = unet_prior(x, t).detach()
     x0 = ((x - math.sqrt(1 - abar) * eps) / math.sqrt(abar)).clamp(-1, 1).requires_grad_(True)
     log_r = mnist_reward.class_set_log_prob(guided._frozen[1], x0, mnist_reward.class_mask("even"))
     (grad,) = torch.autograd.grad(log_r.sum(), x0)
@@ -472,13 +463,13 @@ def test_guided_posterior_starts_at_its_base_and_guides_by_hand(tiny_prior):
     expected = -1.5 * math.sqrt((1 - abar) / abar) * grad.sum()
     torch.testing.assert_close(guided.guide.grad[0, 2], expected, atol=1e-4, rtol=1e-4)
     assert float(guided.guide.grad[0, [0, 1, 3, 4]].abs().sum()) == 0
-    assert all(p.grad is None for p in tiny_prior.parameters())
+    assert all(p.grad is None for p in unet_prior.parameters())
     with pytest.raises(ValueError, match="not a step of this posterior's T = 5 chain"):
         guided(x, torch.full((4,), 123.0))
 
 
-def test_conditional_guidance_uses_each_rows_set_and_beta(tiny_prior):
-    guided = _guided(tiny_prior, conditional=True)
+def test_conditional_guidance_uses_each_rows_set_and_beta(unet_prior):
+    guided = _guided(unet_prior, conditional=True)
     with torch.no_grad():
         guided.guide.copy_(torch.arange(15.0).view(3, 5))
     k = torch.tensor([0, 4, 1])
@@ -489,19 +480,19 @@ def test_conditional_guidance_uses_each_rows_set_and_beta(tiny_prior):
     from rtb_lab.domains.mnist_guided import GuidedPosterior
 
     with pytest.raises(ValueError, match="give classes"):  # single target without its set
-        GuidedPosterior(mnist.LoRAPosterior(tiny_prior, 2), tiny_prior, guided._frozen[1])
+        GuidedPosterior(mnist.LoRAPosterior(unet_prior, 2), unet_prior, guided._frozen[1])
 
 
-def test_rtb_trains_the_guidance_scales_at_their_own_learning_rate(tiny_prior):
-    guided = _guided(tiny_prior)
+def test_rtb_trains_the_guidance_scales_at_their_own_learning_rate(unet_prior):
+    guided = _guided(unet_prior)
     classifier = guided._frozen[1]
     reward = mnist_reward.class_set_reward(classifier, "even")
     config = TrainConfig(steps=2, batch_size=4, lr=1e-3, scalar_lr=1e-2, eval_every=0,
                          log_z_init_samples=8, grad_steps=2, explore=0.0)
     from rtb_lab.train import RTBTrainer
 
-    trainer = RTBTrainer(tiny_prior, guided, mnist_prior.make_family(5),
-                         lambda x: reward(mnist_prior.decode(tiny_prior, x)),
+    trainer = RTBTrainer(unet_prior, guided, mnist_prior.make_family(5),
+                         lambda x: reward(mnist_prior.decode(unet_prior, x)),
                          mnist_prior.IMAGE_SHAPE, config)
     trainer.train(progress=False)
     assert trainer.optimizer.param_groups[1]["params"] == [guided.guide]

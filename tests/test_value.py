@@ -17,14 +17,6 @@ from rtb_lab.rtb import freeze
 
 
 @pytest.fixture(scope="module")
-def tiny_prior():
-    torch.manual_seed(0)
-    prior = freeze(mnist_prior.EpsNet(mnist_prior.make_unet((8, 16, 16))))
-    prior.sha256 = "tiny-prior"
-    return prior
-
-
-@pytest.fixture(scope="module")
 def tiny_value():
     torch.manual_seed(1)
     return freeze(mnist_value.NoisyClassifier(width=4).eval())
@@ -86,8 +78,8 @@ def test_noisy_classifier_learns_the_value_at_every_noise_level():
     assert float(high[:, :2].sum(1).min()) > 0.95  # the other classes stay empty
 
 
-def test_value_guidance_is_the_value_gradient_by_hand(tiny_prior, tiny_value):
-    guided = GuidedPosterior(mnist.LoRAPosterior(tiny_prior, 2), tiny_prior, None, "even", 1.5,
+def test_value_guidance_is_the_value_gradient_by_hand(unet_prior, tiny_value):
+    guided = GuidedPosterior(mnist.LoRAPosterior(unet_prior, 2), unet_prior, None, "even", 1.5,
                              num_steps=5, value=tiny_value, init_scale=1.0)
     family = mnist_prior.make_family(5)
     x, k = torch.randn(4, 1, 28, 28), torch.full((4,), 3)
@@ -96,23 +88,23 @@ def test_value_guidance_is_the_value_gradient_by_hand(tiny_prior, tiny_value):
     xg = x.clone().requires_grad_(True)
     log_h = tiny_value.log_value(xg, t, mnist_reward.class_mask("even"))
     (grad,) = torch.autograd.grad(log_h.sum(), xg)
-    by_hand = tiny_prior(x, t) - 1.5 * 1.0 * math.sqrt(1 - abar) * grad
+    by_hand = unet_prior(x, t) - 1.5 * 1.0 * math.sqrt(1 - abar) * grad
     torch.testing.assert_close(guided(x, t), by_hand, atol=1e-5, rtol=1e-5)
     with torch.no_grad():  # scale 0: the base posterior (the prior, for a fresh LoRA)
         guided.guide.zero_()
-        traj = sample_trajectories(tiny_prior, family, 3, mnist_prior.IMAGE_SHAPE,
+        traj = sample_trajectories(unet_prior, family, 3, mnist_prior.IMAGE_SHAPE,
                                    generator=torch.Generator().manual_seed(2))
         torch.testing.assert_close(trajectory_log_prob(guided, family, traj),
-                                   trajectory_log_prob(tiny_prior, family, traj))
+                                   trajectory_log_prob(unet_prior, family, traj))
     with pytest.raises(ValueError, match="reward classifier .* or a value"):
-        GuidedPosterior(mnist.LoRAPosterior(tiny_prior, 2), tiny_prior, None, "even")
+        GuidedPosterior(mnist.LoRAPosterior(unet_prior, 2), unet_prior, None, "even")
 
 
-def test_value_guided_conditional_posterior_saves_loads_and_specialises(tiny_prior, tmp_path):
+def test_value_guided_conditional_posterior_saves_loads_and_specialises(unet_prior, tmp_path):
     value = mnist.load_noisy_classifier()  # a saved guided posterior names the shipped one
-    base = mnist.SetExpertPosterior(tiny_prior, ((1,), (3,), (0, 2, 4, 6, 8)), rank=2,
+    base = mnist.SetExpertPosterior(unet_prior, ((1,), (3,), (0, 2, 4, 6, 8)), rank=2,
                                     num_steps=5)
-    guided = GuidedPosterior(base, tiny_prior, None, num_steps=5, value=value, init_scale=1.0)
+    guided = GuidedPosterior(base, unet_prior, None, num_steps=5, value=value, init_scale=1.0)
     with torch.no_grad():
         guided.guide.copy_(torch.linspace(0.2, 1.6, 15).view(3, 5))
         for name, param in base.named_parameters():
@@ -120,16 +112,16 @@ def test_value_guided_conditional_posterior_saves_loads_and_specialises(tiny_pri
                 param.normal_(0, 0.05)
     path = tmp_path / "guided.safetensors"
     mnist.save_posterior(guided, path, "test")
-    loaded = mnist.load_conditional_posterior(tiny_prior, path)
+    loaded = mnist.load_conditional_posterior(unet_prior, path)
     assert isinstance(loaded, GuidedPosterior) and loaded.value is not None
     assert loaded.set_names() == ["1", "3", "even"]
     x, t = torch.randn(2, 1, 28, 28), mnist_prior.make_family(5).time(torch.tensor([1, 4]))
     cond = mnist_reward.make_condition(3, 1.7, 2)
     torch.testing.assert_close(loaded(x, t, cond), guided(x, t, cond), atol=1e-5, rtol=1e-5)
-    single = loaded.specialise(tiny_prior, 3, 1.7)  # the same policy, one condition
+    single = loaded.specialise(unet_prior, 3, 1.7)  # the same policy, one condition
     torch.testing.assert_close(single(x, t), guided(x, t, cond), atol=1e-5, rtol=1e-5)
     with pytest.raises(TypeError, match="already for"):
-        single.specialise(tiny_prior, 3, 1.0)
+        single.specialise(unet_prior, 3, 1.0)
     other = freeze(mnist_prior.EpsNet(mnist_prior.make_unet((8, 16, 16))))
     other.sha256 = "another-prior"
     with pytest.raises(CheckpointError, match="another prior"):

@@ -286,7 +286,7 @@ def conditional_sampler(posterior: LoRAPosterior, prior: EpsNet, num_steps: int 
     device = next(posterior.parameters()).device
 
     def sample(classes: str | int | Iterable[int], beta: float, n: int) -> Tensor:
-        if hasattr(posterior, "specialise"):  # a conditional posterior (maybe guided)
+        if posterior.cond_dim > 0:  # a conditional posterior (maybe guided)
             net, cond = posterior.specialise(prior, classes, beta), None
         else:
             net, cond = posterior, make_condition(classes, beta, n).to(device)

@@ -47,6 +47,7 @@ from rtb_lab.domains.mnist_reward import (
     class_mask,
     class_set_log_prob,
     load_classifier,
+    make_condition,
     parse_classes,
     split_condition,
 )
@@ -196,8 +197,6 @@ class GuidedPosterior(nn.Module):
         if not self.conditional:
             raise TypeError("specialise is for a conditional posterior; this one is "
                             f"already for {self.classes} at beta {self.beta}")
-        from rtb_lab.domains.mnist_reward import make_condition
-
         index = int(self.base.set_index(make_condition(classes, beta).to(self.guide.device)))
         single = GuidedPosterior(self.base.specialise(prior, classes, beta), prior,
                                  self._frozen[1], classes, beta, self.num_steps, self.value)

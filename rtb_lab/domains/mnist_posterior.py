@@ -348,6 +348,6 @@ def load_conditional_posterior(prior: EpsNet, path: str | Path | None = None,
     `mnist_guided.GuidedPosterior` around one. Default: the shipped value-guided one;
     ``asset=CONDITIONAL_LORA_ASSET`` is the LoRA-only one shipped before it."""
     posterior = load_posterior(prior, path, asset)
-    if not isinstance(getattr(posterior, "base", posterior), SetExpertPosterior):
+    if posterior.cond_dim == 0:
         raise CheckpointError(f"{path} holds a single-target posterior, not a conditional one")
     return posterior

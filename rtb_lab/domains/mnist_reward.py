@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from rtb_lab.checkpoint import CheckpointError, load_weights, save_weights, shipped_asset
+from rtb_lab.checkpoint import load_module, save_weights
 from rtb_lab.domains.images import ImageSet, load_mnist
 from rtb_lab.rtb import check_beta, freeze
 
@@ -103,14 +103,8 @@ def load_classifier(path: str | Path | None = None,
     Raises:
         CheckpointError: the file is missing, corrupt, or not a DigitClassifier.
     """
-    sha256 = None
-    if path is None:
-        path, sha256 = shipped_asset(CLASSIFIER_ASSET)
-    tensors, meta = load_weights(path, sha256)
-    if meta.get("arch") != "DigitClassifier":
-        raise CheckpointError(f"{path} is not an MNIST classifier (arch={meta.get('arch')!r})")
-    model = DigitClassifier(meta["width"])
-    model.load_state_dict(tensors)
+    model = load_module(path, CLASSIFIER_ASSET, "DigitClassifier", "an MNIST classifier",
+                        lambda meta: DigitClassifier(meta["width"]))
     return freeze(model.eval().to(device))
 
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from rtb_lab.checkpoint import CheckpointError, load_weights, save_weights, shipped_asset
+from rtb_lab.checkpoint import load_module, save_weights
 from rtb_lab.domains.images import ImageSet, load_mnist
 from rtb_lab.domains.mnist_prior import (
     END_TIME,
@@ -122,7 +122,7 @@ def train_noisy_classifier(classifier: DigitClassifier, prior: EpsNet | None = N
         images = torch.cat([images, sample_images(prior, prior_samples, generator=generator)])
     with torch.no_grad():
         labels = torch.cat([torch.softmax(classifier(chunk), 1) for chunk in images.split(1024)])
-    abar = make_scheduler().alphas_cumprod.float()
+    scheduler = make_scheduler()
     model = NoisyClassifier(width)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=steps,
@@ -131,9 +131,8 @@ def train_noisy_classifier(classifier: DigitClassifier, prior: EpsNet | None = N
     for _ in bar:
         index = torch.randint(len(images), (batch_size,), generator=generator)
         t = torch.randint(END_TIME, NUM_TRAIN_TIMES, (batch_size,), generator=generator)
-        a = abar[t].view(-1, 1, 1, 1)
         noise = torch.randn(batch_size, 1, 28, 28, generator=generator)
-        x_t = a.sqrt() * images[index] + (1 - a).sqrt() * noise
+        x_t = scheduler.add_noise(images[index], noise, t)
         loss = -(labels[index] * torch.log_softmax(model(x_t, t.float()), 1)).sum(1).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -157,13 +156,6 @@ def load_noisy_classifier(path: str | Path | None = None,
     Raises:
         CheckpointError: the file is missing, corrupt, or not a NoisyClassifier.
     """
-    sha256 = None
-    if path is None:
-        path, sha256 = shipped_asset(VALUE_ASSET)
-    tensors, meta = load_weights(path, sha256)
-    if meta.get("arch") != "NoisyClassifier":
-        raise CheckpointError(f"{path} is not an MNIST noisy classifier "
-                              f"(arch={meta.get('arch')!r})")
-    model = NoisyClassifier(int(meta["width"]))
-    model.load_state_dict(tensors)
+    model = load_module(path, VALUE_ASSET, "NoisyClassifier", "an MNIST noisy classifier",
+                        lambda meta: NoisyClassifier(int(meta["width"])))
     return freeze(model.eval().to(device))
