@@ -13,7 +13,8 @@ for memory, in sibling processes started the same way). Nothing here is asserted
 2. memory: peak resident memory of one RTB iteration for T = 10, 20, 40, 80 with and
    without chunking (each in a fresh subprocess; chunked memory should stay flat).
 3. quality: time from the shipped prior until E[log r] >= -0.2 on even digits with
-   diversity >= 0.9 x that of prior samples classified even (target: 15 minutes).
+   diversity >= 0.9 x that of prior samples classified even (target: 15 minutes), for
+   a LoRA posterior or (`--value ASSET`) a value-guided one, evaluated from step 0.
 4. resample: a shipped conditional posterior (`--posterior guided|lora`) at beta = 1,
    each image kept from K of its samples by exact importance weight
    (`rtb_lab.resample`), K = 1 (the posterior itself), 2, 4, 8, beside the exact
@@ -105,7 +106,8 @@ def bench_memory() -> None:
 
 
 def bench_quality(steps: int = 600, save: str | None = None,
-                  time_limit: float = TIME_LIMIT_S, eval_every: int = 10) -> None:
+                  time_limit: float = TIME_LIMIT_S, eval_every: int = 10,
+                  value: str | None = None) -> None:
     classifier = mnist_reward.load_classifier()
     prior = mnist_prior.load_prior()
     prior_x = mnist_prior.sample_images(prior, 512, generator=torch.Generator().manual_seed(1))
@@ -119,10 +121,17 @@ def bench_quality(steps: int = 600, save: str | None = None,
     config = replace(mnist.MNIST_CONFIG, steps=steps, eval_every=eval_every)
     evaluator = mnist.make_evaluator("even", classifier, num_samples=256)
     trainer = mnist.make_trainer("even", 1.0, config, prior=prior, classifier=classifier,
-                                 evaluator=evaluator)
+                                 evaluator=evaluator,
+                                 value=None if value is None else mnist.value_network(value))
+    print(f"policy: {'LoRA' if value is None else f'LoRA + value guidance ({value}), scales 1'}")
     started = time.perf_counter()
+    first = True  # evaluate the start too: value guidance may already be there
     while trainer.step < steps and (not time_limit or time.perf_counter() - started < time_limit):
-        trainer.train(config.eval_every, progress=False)
+        if first:
+            trainer.evaluations.append(evaluator(trainer))
+            first = False
+        else:
+            trainer.train(config.eval_every, progress=False)
         m = trainer.evaluations[-1]
         print(f"step {trainer.step:4d}  {trainer.seconds:6.0f} s train  "
               f"E[log r] {m['mean_log_reward']:.3f}  in set {m['in_set']:.3f}  "
@@ -268,6 +277,9 @@ if __name__ == "__main__":
                         help="quality: stop after this many seconds (0: no limit)")
     parser.add_argument("--eval-every", type=int, default=10,
                         help="quality: evaluate (256 samples) every this many steps")
+    parser.add_argument("--value", default=None,
+                        help="quality: train a value-guided posterior with this value network "
+                             f"(a file or a shipped asset, e.g. {mnist.CHAIN_VALUE_ASSET})")
     parser.add_argument("--num-steps", type=int, default=mnist_prior.NUM_STEPS,
                         help="ray: chain length T to sample the shipped networks at")
     parser.add_argument("--probe", nargs=2, help=argparse.SUPPRESS)
@@ -278,7 +290,7 @@ if __name__ == "__main__":
         sys.exit(0)
     for part, run in (("speed", bench_speed), ("memory", bench_memory),
                       ("quality", lambda: bench_quality(args.steps, args.save, args.time_limit,
-                                                            args.eval_every)),
+                                                            args.eval_every, args.value)),
                       ("resample", lambda: bench_resample(posterior=args.posterior)),
                       ("conditional", bench_conditional),
                       ("ray", lambda: bench_ray(num_steps=args.num_steps))):

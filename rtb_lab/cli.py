@@ -30,6 +30,9 @@ DOMAINS = ("toy2d", "mnist")
 DEFAULT_TARGET = {"toy2d": "25to9", "mnist": "even"}
 
 
+VALUE_LR = 2e-3  # train_noisy_classifier's default
+
+
 def _record_asset(name: str, sha256: str, command: str, description: str) -> None:
     """Record a shipped file's sha256 and the command that made it in the manifest."""
     manifest_path = assets_dir() / MANIFEST
@@ -78,20 +81,32 @@ def _train_classifier(args: argparse.Namespace) -> dict:
 
 
 def _train_value(args: argparse.Namespace) -> dict:
+    from rtb_lab.device import get_device
     from rtb_lab.domains import mnist_prior, mnist_reward, mnist_value
 
     started = time.perf_counter()
-    classifier = mnist_reward.load_classifier()
-    model = mnist_value.train_noisy_classifier(classifier, mnist_prior.load_prior(), args.steps,
-                                               seed=args.seed)
-    command = f"rtb-lab train-value mnist --steps {args.steps} --seed {args.seed}"
-    sha256 = mnist_value.save_noisy_classifier(model, args.out, command)
+    device = get_device(args.device)
+    init = None if args.init_from is None else mnist_value.value_network(args.init_from, device)
+    model = mnist_value.train_noisy_classifier(
+        mnist_reward.load_classifier(device=device), mnist_prior.load_prior(device=device),
+        args.steps, lr=args.lr, chains=args.chains, init=init, seed=args.seed,
+        progress=not args.quiet)
+    command = (f"rtb-lab train-value mnist --steps {args.steps} --seed {args.seed}"
+               + (f" --lr {args.lr}" if args.lr != VALUE_LR else "")
+               + (f" --chains {args.chains}" if args.chains else "")
+               + (f" --init-from {Path(args.init_from).name}" if args.init_from else ""))
+    sha256 = mnist_value.save_noisy_classifier(model.cpu(), args.out, command,
+                                               device=str(device))
+    source = (f"all {mnist_prior.NUM_STEPS} states of {args.chains} fresh prior chains per "
+              "step, labelled by where each chain ends" if args.chains else
+              "batch 256 on noised shipped images and 4,096 prior samples")
     if args.update_manifest:
         _record_asset(Path(args.out).name, sha256, command,
-                      "MNIST noisy classifier: E[p(c | x0) | x_t] for value guidance "
-                      f"({args.steps} steps at batch 256 on noised shipped images and 4,096 "
-                      "prior samples)")
-    return {"out": str(args.out), "sha256": sha256,
+                      f"MNIST noisy classifier: E[p(c | x0) | x_t] for value guidance "
+                      f"({args.steps} steps, {source}"
+                      + (f", from {Path(args.init_from).name}" if args.init_from else "")
+                      + f"; {time.perf_counter() - started:.0f} s on {device})")
+    return {"out": str(args.out), "sha256": sha256, "device": str(device),
             "seconds": round(time.perf_counter() - started, 2)}
 
 
@@ -138,7 +153,8 @@ def _train_amortised_mnist(args: argparse.Namespace) -> dict:
         config, classifier=classifier, beta_range=(args.beta_min, args.beta_max), device=device,
         evaluator=mnist.conditional_evaluator(classifier), out_dir=args.checkpoints,
         learn_std=args.learn_std, init_from=args.init_from,
-        value=mnist.load_noisy_classifier(device=device) if args.value_guided else None,
+        value=mnist.value_network(args.value or mnist.CHAIN_VALUE_ASSET, device)
+        if args.value_guided else None,
         init_scale=args.init_scale)
     if args.checkpoints is not None and (args.checkpoints / "checkpoint.pt").exists():
         trainer.resume(args.checkpoints / "checkpoint.pt")
@@ -152,7 +168,8 @@ def _train_amortised_mnist(args: argparse.Namespace) -> dict:
                + (f" --per-set-batch {args.per_set_batch}" if args.per_set_batch else "")
                + (f" --lr {args.lr}" if args.lr else "")
                + (" --learn-std" if args.learn_std else "")
-               + (f" --value-guided --init-scale {args.init_scale}" if args.value_guided else "")
+               + (f" --value-guided --value {Path(args.value or mnist.CHAIN_VALUE_ASSET).name}"
+                  f" --init-scale {args.init_scale}" if args.value_guided else "")
                + (f" --init-from {args.init_from.name}" if args.init_from else ""))
     last = trainer.evaluations[-1] if trainer.evaluations else {}
     sha256 = mnist.save_posterior(trainer.posterior, args.out, command,
@@ -248,8 +265,18 @@ def build_parser() -> argparse.ArgumentParser:
                                                "h(x_t) that value-guided posteriors follow)")
     value.add_argument("domain", choices=("mnist",))
     value.add_argument("--steps", type=int, default=3000)
+    value.add_argument("--lr", type=float, default=VALUE_LR, help="peak learning rate")
+    value.add_argument("--chains", type=int, default=0,
+                       help="train on the states of this many fresh prior chains per step "
+                            "(the exact value of the sampling chain; a GPU job) instead of "
+                            "on noised images (0, default)")
+    value.add_argument("--init-from", default=None,
+                       help="continue from a noisy classifier: a file, or a shipped asset "
+                            "name such as mnist_value.safetensors")
+    value.add_argument("--device", default=None, help="cpu, cuda or mps (default: best)")
     value.add_argument("--seed", type=int, default=0)
     value.add_argument("--out", type=Path, default=Path("mnist_value.safetensors"))
+    value.add_argument("--quiet", action="store_true")
     value.add_argument("--update-manifest", action="store_true")
     value.set_defaults(run=_train_value)
 
@@ -292,8 +319,11 @@ def build_parser() -> argparse.ArgumentParser:
     amortised.add_argument("--learn-std", action="store_true",
                            help="mnist: also learn a std factor per set and step")
     amortised.add_argument("--value-guided", action="store_true",
-                           help="mnist: add value guidance (the shipped noisy classifier's "
-                                "gradient) with learned scales per set and step")
+                           help="mnist: add value guidance (a noisy classifier's gradient) "
+                                "with learned scales per set and step")
+    amortised.add_argument("--value", default=None,
+                           help="mnist: the value network of --value-guided: a file or a "
+                                "shipped asset name (default: the shipped chain value)")
     amortised.add_argument("--init-scale", type=float, default=1.0,
                            help="mnist: the value guidance scales' start (default 1)")
     amortised.add_argument("--init-from", type=Path, default=None,

@@ -78,6 +78,51 @@ def test_noisy_classifier_learns_the_value_at_every_noise_level():
     assert float(high[:, :2].sum(1).min()) > 0.95  # the other classes stay empty
 
 
+class _ZeroNoise(nn.Module):
+    """A 'prior' that predicts zero noise: its chain is a linear Gaussian process."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(()))  # a device to live on
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond=None) -> torch.Tensor:
+        return torch.zeros_like(x)
+
+
+@pytest.mark.slow
+def test_chain_value_is_the_value_of_the_sampling_chain():
+    prior, classifier = freeze(_ZeroNoise()), _HalfClassifier()
+    x_t, t, labels = next(mnist_value._chain_batches(classifier, prior, 3,
+                                                     torch.Generator().manual_seed(0)))
+    family = mnist_prior.make_family()
+    assert x_t.shape == (3 * family.num_steps, 1, 28, 28)
+    torch.testing.assert_close(t[:family.num_steps], family.train_times[:-1].float())
+    assert torch.equal(labels[0], labels[family.num_steps - 1])  # one label per chain
+    init = freeze(mnist_value.NoisyClassifier(width=8).eval())
+    before = [p.clone() for p in init.parameters()]
+    model = mnist_value.train_noisy_classifier(classifier, prior, 1000, lr=5e-3, chains=16,
+                                               init=init, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(before, init.parameters(), strict=True))
+    # The last state's value by Monte Carlo over its one remaining prior step.
+    last = torch.full((32,), family.num_steps - 1)
+    x = sample_trajectories(prior, family, 32, mnist_prior.IMAGE_SHAPE,
+                            generator=torch.Generator().manual_seed(5)).states[:, -2]
+    mean, std = family.mean_std(torch.zeros_like(x), x, last)
+    ends = mean[None] + std[None] * torch.randn((400, *x.shape),
+                                                generator=torch.Generator().manual_seed(6))
+    exact = torch.softmax(classifier(mnist_prior.decode(prior, ends.flatten(0, 1))), 1)
+    exact = exact[:, 1].view(400, 32).mean(0)
+    with torch.no_grad():
+        found = torch.softmax(model(x, family.time(last)), 1)[:, 1]
+        start = torch.softmax(model(x, torch.full((32,), 999.0)), 1)[:, 1]
+    assert float(exact.std()) > 0.2  # the last state mostly decides the class
+    # Measured 0.09 mean error; the best constant (the class share) has about 0.24.
+    error, constant = (found - exact).abs().mean(), (exact.mean() - exact).abs().mean()
+    print(f"chain value error {float(error):.3f}, best constant {float(constant):.3f}")
+    assert float(error) < 0.6 * float(constant)
+    assert float(start.mean()) == pytest.approx(0.5, abs=0.1)  # pure noise: the class share
+
+
 def test_value_guidance_is_the_value_gradient_by_hand(unet_prior, tiny_value):
     guided = GuidedPosterior(mnist.LoRAPosterior(unet_prior, 2), unet_prior, None, "even", 1.5,
                              num_steps=5, value=tiny_value, init_scale=1.0)

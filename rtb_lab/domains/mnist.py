@@ -55,7 +55,13 @@ from rtb_lab.domains.mnist_reward import (
     set_log_prob,
     split_condition,
 )
-from rtb_lab.domains.mnist_value import NoisyClassifier, load_noisy_classifier  # noqa: F401
+from rtb_lab.domains.mnist_value import (  # noqa: F401
+    CHAIN_VALUE_ASSET,
+    VALUE_ASSET,
+    NoisyClassifier,
+    load_noisy_classifier,
+    value_network,
+)
 from rtb_lab.metrics import cosine_diversity, frechet_distance
 from rtb_lab.resample import resample_posterior
 from rtb_lab.rtb import check_beta
@@ -122,15 +128,24 @@ def make_trainer(classes: str | int | Iterable[int] = "even", beta: float = 1.0,
                  config: TrainConfig | None = None, *, prior: EpsNet | None = None,
                  classifier: DigitClassifier | None = None, rank: int = 8,
                  num_steps: int = NUM_STEPS, out_dir: str | Path | None = None,
-                 evaluator: Callable[[RTBTrainer], dict[str, float]] | None = None
+                 evaluator: Callable[[RTBTrainer], dict[str, float]] | None = None,
+                 value: NoisyClassifier | None = None, init_scale: float = 1.0
                  ) -> RTBTrainer:
-    """An RTB trainer for p(x) r_S(x)^beta, r_S(x) = max_{c in S} p(c | x)."""
+    """An RTB trainer for p(x) r_S(x)^beta, r_S(x) = max_{c in S} p(c | x).
+
+    The policy is a rank-`rank` LoRA posterior; with a `value` network, a value-guided
+    `mnist_guided.GuidedPosterior` around it whose per-step scales start at `init_scale`.
+    """
     check_beta(beta)
     prior = prior or load_prior()
     classifier = classifier or load_classifier()
     config = replace(config or MNIST_CONFIG, beta=beta)
     reward = class_set_reward(classifier, parse_classes(classes))
-    return RTBTrainer(prior, make_posterior(prior, rank), make_family(num_steps),
+    posterior = make_posterior(prior, rank)
+    if value is not None:
+        posterior = GuidedPosterior(posterior, prior, None, classes, beta, num_steps,
+                                    value=value, init_scale=init_scale)
+    return RTBTrainer(prior, posterior, make_family(num_steps),
                       lambda x: reward(decode(prior, x)), IMAGE_SHAPE, config,
                       evaluator=evaluator, out_dir=out_dir)
 

@@ -51,7 +51,11 @@ from rtb_lab.domains.mnist_reward import (
     parse_classes,
     split_condition,
 )
-from rtb_lab.domains.mnist_value import NoisyClassifier, load_noisy_classifier
+from rtb_lab.domains.mnist_value import (
+    VALUE_ASSET,
+    NoisyClassifier,
+    value_network,
+)
 from rtb_lab.rtb import check_beta
 
 
@@ -181,6 +185,7 @@ class GuidedPosterior(nn.Module):
         value = self.value
         return {"arch": "GuidedPosterior", "base": self.base.metadata(),
                 "guidance": "reward" if value is None else "value",
+                "value_source": None if value is None else getattr(value, "source", None),
                 "classes": None if self.classes is None else list(parse_classes(self.classes)),
                 "beta": self.beta, "num_steps": self.num_steps}
 
@@ -207,10 +212,13 @@ class GuidedPosterior(nn.Module):
 def guided_from_state(prior: EpsNet, meta: dict[str, Any], state: dict[str, Tensor],
                       path: str | Path = "") -> GuidedPosterior:
     """Rebuild a saved `GuidedPosterior` (called by `mnist_posterior.load_posterior`):
-    the shipped value network for value guidance, the shipped classifier otherwise."""
+    the value network it recorded for value guidance (a shipped asset, or your file;
+    files saved before the record name `VALUE_ASSET`), the shipped classifier otherwise."""
     device = next(prior.parameters()).device
     base = build_posterior(prior, meta.get("base", {}), path)
-    value = load_noisy_classifier(device=device) if meta.get("guidance") == "value" else None
+    value = None
+    if meta.get("guidance") == "value":
+        value = value_network(meta.get("value_source") or VALUE_ASSET, device)
     classifier = None if value is not None else load_classifier(device=device)
     posterior = GuidedPosterior(base, prior, classifier, meta.get("classes"),
                                 float(meta.get("beta", 1.0)), int(meta["num_steps"]), value)

@@ -20,7 +20,9 @@ that uses its gradient still has the exact posterior as RTB's optimum
 
 from __future__ import annotations
 
+import copy
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -29,18 +31,25 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from rtb_lab.checkpoint import load_module, save_weights
+from rtb_lab.diffusion import sample_trajectories
 from rtb_lab.domains.images import ImageSet, load_mnist
 from rtb_lab.domains.mnist_prior import (
     END_TIME,
+    IMAGE_SHAPE,
+    NUM_STEPS,
     NUM_TRAIN_TIMES,
     EpsNet,
+    decode,
+    make_family,
     make_scheduler,
     sample_images,
 )
 from rtb_lab.domains.mnist_reward import NUM_CLASSES, DigitClassifier
 from rtb_lab.rtb import freeze
 
-VALUE_ASSET = "mnist_value.safetensors"
+VALUE_ASSET = "mnist_value.safetensors"  # forward-noised images (`chains=0`)
+CHAIN_VALUE_ASSET = "mnist_chain_value.safetensors"  # that, continued on the prior's chain
+VALUE_ASSETS = (VALUE_ASSET, CHAIN_VALUE_ASSET)
 _FREQUENCIES = 8  # sinusoidal features of t / NUM_TRAIN_TIMES
 
 
@@ -88,52 +97,93 @@ class NoisyClassifier(nn.Module):
         return torch.logsumexp(log_p.masked_fill(mask < 0.5, float("-inf")), 1)
 
 
-def train_noisy_classifier(classifier: DigitClassifier, prior: EpsNet | None = None,
-                           steps: int = 2000, *, batch_size: int = 256, lr: float = 2e-3,
-                           width: int = 32, prior_samples: int = 4096,
-                           data: ImageSet | None = None, seed: int = 0,
-                           progress: bool = True) -> NoisyClassifier:
-    """Fit a `NoisyClassifier` to the reward classifier's soft labels on noised images.
-
-    Clean images are MNIST training images plus `prior_samples` images from the prior
-    (so h follows the prior's own distribution of digits, which the posterior tilts);
-    every step noises a fresh batch at uniform times in [END_TIME, 999], so nothing is
-    memorised however small the image set.
-
-    Args:
-        classifier: the frozen reward classifier (labels: its softmax on clean images).
-        prior: the frozen prior to draw extra clean images from (None: MNIST only).
-        steps: optimisation steps (Adam, one-cycle learning rate).
-        batch_size: noised images per step.
-        lr: peak learning rate.
-        width: channels of the first convolution.
-        prior_samples: prior images added to the training set.
-        data: clean training images (default: `load_mnist("train")`).
-        seed: seed for initialisation, batches, times and noise.
-
-    Returns:
-        The frozen network.
-    """
-    data = data or load_mnist("train")
+def _image_batches(classifier: DigitClassifier, prior: EpsNet | None, data: ImageSet,
+                   prior_samples: int, batch_size: int, generator: torch.Generator
+                   ) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    """Forward-noised clean images (data plus prior samples) with their soft labels."""
     images, _ = data.tensors()
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
     if prior is not None and prior_samples > 0:
         images = torch.cat([images, sample_images(prior, prior_samples, generator=generator)])
     with torch.no_grad():
         labels = torch.cat([torch.softmax(classifier(chunk), 1) for chunk in images.split(1024)])
     scheduler = make_scheduler()
-    model = NoisyClassifier(width)
+    while True:
+        index = torch.randint(len(images), (batch_size,), generator=generator)
+        t = torch.randint(END_TIME, NUM_TRAIN_TIMES, (batch_size,), generator=generator)
+        noise = torch.randn(batch_size, 1, 28, 28, generator=generator)
+        yield scheduler.add_noise(images[index], noise, t), t.float(), labels[index]
+
+
+def _chain_batches(classifier: DigitClassifier, prior: EpsNet, chains: int,
+                   generator: torch.Generator, num_steps: int = NUM_STEPS
+                   ) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    """Every state of `chains` fresh prior trajectories, labelled by the soft label of
+    the image its trajectory ends in: a one-sample Monte Carlo estimate of h(x_t) for the
+    very chain (T steps) that the posterior tilts, so the minimiser of the cross-entropy
+    is the exact value of that chain, not of the forward noising process."""
+    family = make_family(num_steps)
+    device = next(prior.parameters()).device
+    times = family.train_times[:-1].to(device, torch.float32)
+    while True:
+        states = sample_trajectories(prior, family, chains, IMAGE_SHAPE, generator=generator,
+                                     device=device).states
+        with torch.no_grad():
+            labels = torch.softmax(classifier(decode(prior, states[:, -1])), 1)
+        yield (states[:, :-1].flatten(0, 1), times.repeat(chains),
+               labels.repeat_interleave(num_steps, 0))
+
+
+def train_noisy_classifier(classifier: DigitClassifier, prior: EpsNet | None = None,
+                           steps: int = 2000, *, batch_size: int = 256, lr: float = 2e-3,
+                           width: int = 32, prior_samples: int = 4096,
+                           data: ImageSet | None = None, chains: int = 0,
+                           init: NoisyClassifier | None = None, seed: int = 0,
+                           progress: bool = True) -> NoisyClassifier:
+    """Fit a `NoisyClassifier` to the reward classifier's soft labels of clean images.
+
+    Two sources of (x_t, t, label):
+
+    * ``chains=0`` (default): clean MNIST training images plus `prior_samples` prior
+      images, noised afresh every step at uniform times in [END_TIME, 999] (nothing is
+      memorised however small the image set). Cheap; h of the forward process.
+    * ``chains > 0``: all T states of `chains` fresh prior trajectories per step, labelled
+      by where each trajectory ends (`_chain_batches`): h of the prior's own T-step chain,
+      which is what the posterior's steps tilt. Costs a prior sampling run per step (a
+      GPU job; start from `init`, a network trained on the first source).
+
+    Args:
+        classifier: the frozen reward classifier (labels: its softmax on clean images).
+        prior: the frozen prior (extra clean images, or the chain; needed for chains).
+        steps: optimisation steps (Adam, one-cycle learning rate).
+        batch_size: noised images per step (first source).
+        lr: peak learning rate.
+        width: channels of the first convolution (ignored with `init`).
+        prior_samples: prior images added to the training set (first source).
+        data: clean training images (default: `load_mnist("train")`; first source).
+        chains: prior trajectories per step (second source; 0: the first source).
+        init: a network to continue from (copied; not modified).
+        seed: seed for initialisation, batches, times and noise.
+
+    Returns:
+        The frozen network, on the prior's device (CPU without a prior).
+    """
+    if chains > 0 and prior is None:
+        raise ValueError("training on chain states (chains > 0) needs the prior")
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    device = next(prior.parameters()).device if prior is not None else torch.device("cpu")
+    batches = (_chain_batches(classifier, prior, chains, generator) if chains > 0 else
+               _image_batches(classifier, prior, data or load_mnist("train"), prior_samples,
+                              batch_size, generator))
+    model = NoisyClassifier(width) if init is None else copy.deepcopy(init)
+    model = model.to(device).train().requires_grad_(True)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=steps,
                                                    pct_start=0.05)
     bar = tqdm(range(steps), desc="MNIST noisy classifier", disable=not progress)
     for _ in bar:
-        index = torch.randint(len(images), (batch_size,), generator=generator)
-        t = torch.randint(END_TIME, NUM_TRAIN_TIMES, (batch_size,), generator=generator)
-        noise = torch.randn(batch_size, 1, 28, 28, generator=generator)
-        x_t = scheduler.add_noise(images[index], noise, t)
-        loss = -(labels[index] * torch.log_softmax(model(x_t, t.float()), 1)).sum(1).mean()
+        x_t, t, labels = (part.to(device) for part in next(batches))
+        loss = -(labels * torch.log_softmax(model(x_t, t), 1)).sum(1).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -150,12 +200,23 @@ def save_noisy_classifier(model: NoisyClassifier, path: str | Path, command: str
 
 
 def load_noisy_classifier(path: str | Path | None = None,
-                          device: torch.device | str = "cpu") -> NoisyClassifier:
-    """Load a frozen noisy classifier: the shipped one (sha256-checked) or yours.
+                          device: torch.device | str = "cpu",
+                          asset: str = VALUE_ASSET) -> NoisyClassifier:
+    """Load a frozen noisy classifier: a shipped one (sha256-checked; `asset` is one of
+    `VALUE_ASSETS`) or your file. The result's `source` names where it came from (a
+    saved value-guided posterior records it, so it reloads with the same value).
 
     Raises:
         CheckpointError: the file is missing, corrupt, or not a NoisyClassifier.
     """
-    model = load_module(path, VALUE_ASSET, "NoisyClassifier", "an MNIST noisy classifier",
+    model = load_module(path, asset, "NoisyClassifier", "an MNIST noisy classifier",
                         lambda meta: NoisyClassifier(int(meta["width"])))
+    model.source = asset if path is None else str(path)
     return freeze(model.eval().to(device))
+
+
+def value_network(source: str | Path, device: torch.device | str = "cpu") -> NoisyClassifier:
+    """`load_noisy_classifier` by one name: a shipped asset in `VALUE_ASSETS`, else a file."""
+    if str(source) in VALUE_ASSETS:
+        return load_noisy_classifier(device=device, asset=str(source))
+    return load_noisy_classifier(source, device=device)
