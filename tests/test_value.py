@@ -145,8 +145,14 @@ def test_value_guidance_is_the_value_gradient_by_hand(unet_prior, tiny_value):
         GuidedPosterior(mnist.LoRAPosterior(unet_prior, 2), unet_prior, None, "even")
 
 
-def test_value_guided_conditional_posterior_saves_loads_and_specialises(unet_prior, tmp_path):
-    value = mnist.load_noisy_classifier()  # a saved guided posterior names the shipped one
+@pytest.mark.parametrize("source", [mnist.VALUE_ASSET, mnist.CHAIN_VALUE_ASSET, "file"])
+def test_value_guided_conditional_posterior_saves_loads_and_specialises(unet_prior, tmp_path,
+                                                                        source):
+    # A saved guided posterior records its value network: a shipped asset, or your file.
+    if source == "file":
+        source = str(tmp_path / "my_value.safetensors")
+        mnist_value.save_noisy_classifier(mnist_value.NoisyClassifier(width=4), source, "test")
+    value = mnist.value_network(source)
     base = mnist.SetExpertPosterior(unet_prior, ((1,), (3,), (0, 2, 4, 6, 8)), rank=2,
                                     num_steps=5)
     guided = GuidedPosterior(base, unet_prior, None, num_steps=5, value=value, init_scale=1.0)
@@ -158,7 +164,7 @@ def test_value_guided_conditional_posterior_saves_loads_and_specialises(unet_pri
     path = tmp_path / "guided.safetensors"
     mnist.save_posterior(guided, path, "test")
     loaded = mnist.load_conditional_posterior(unet_prior, path)
-    assert isinstance(loaded, GuidedPosterior) and loaded.value is not None
+    assert isinstance(loaded, GuidedPosterior) and loaded.value.source == source
     assert loaded.set_names() == ["1", "3", "even"]
     x, t = torch.randn(2, 1, 28, 28), mnist_prior.make_family(5).time(torch.tensor([1, 4]))
     cond = mnist_reward.make_condition(3, 1.7, 2)
@@ -171,3 +177,27 @@ def test_value_guided_conditional_posterior_saves_loads_and_specialises(unet_pri
     other.sha256 = "another-prior"
     with pytest.raises(CheckpointError, match="another prior"):
         mnist.load_conditional_posterior(other, path)
+
+
+def test_shipped_guided_posteriors_follow_their_own_value_networks():
+    prior = mnist_prior.load_prior()
+    assert mnist.load_conditional_posterior(prior).value.source == mnist.CHAIN_VALUE_ASSET
+    with pytest.raises(CheckpointError, match="neither a shipped value network"):
+        mnist.value_network("no_such_value.safetensors")
+
+
+def test_train_value_cli_continues_a_network_on_prior_chains(tmp_path):
+    from rtb_lab import cli
+    from rtb_lab.checkpoint import load_weights
+
+    out = tmp_path / "chain.safetensors"
+    cli.main(["train-value", "mnist", "--steps", "2", "--chains", "2", "--lr", "1e-3",
+              "--init-from", mnist.VALUE_ASSET, "--device", "cpu", "--quiet", "--out", str(out)])
+    tensors, meta = load_weights(out)
+    assert meta["command"] == ("rtb-lab train-value mnist --steps 2 --seed 0 --lr 0.001 "
+                               "--chains 2 --init-from mnist_value.safetensors")
+    shipped = mnist.load_noisy_classifier()
+    changed = [name for name, t in shipped.state_dict().items()
+               if not torch.equal(t, tensors[name])]
+    assert changed  # trained from the shipped weights, not from scratch: same shapes
+    assert mnist.value_network(out).width == shipped.width

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from rtb_lab.checkpoint import load_module, save_weights
+from rtb_lab.checkpoint import CheckpointError, load_module, save_weights
 from rtb_lab.diffusion import sample_trajectories
 from rtb_lab.domains.images import ImageSet, load_mnist
 from rtb_lab.domains.mnist_prior import (
@@ -219,4 +219,7 @@ def value_network(source: str | Path, device: torch.device | str = "cpu") -> Noi
     """`load_noisy_classifier` by one name: a shipped asset in `VALUE_ASSETS`, else a file."""
     if str(source) in VALUE_ASSETS:
         return load_noisy_classifier(device=device, asset=str(source))
+    if not Path(source).is_file():
+        raise CheckpointError(f"{source} is neither a shipped value network "
+                              f"({', '.join(VALUE_ASSETS)}) nor a file")
     return load_noisy_classifier(source, device=device)
