@@ -125,13 +125,8 @@ def bench_quality(steps: int = 600, save: str | None = None,
                                  value=None if value is None else mnist.value_network(value))
     print(f"policy: {'LoRA' if value is None else f'LoRA + value guidance ({value}), scales 1'}")
     started = time.perf_counter()
-    first = True  # evaluate the start too: value guidance may already be there
-    while trainer.step < steps and (not time_limit or time.perf_counter() - started < time_limit):
-        if first:
-            trainer.evaluations.append(evaluator(trainer))
-            first = False
-        else:
-            trainer.train(config.eval_every, progress=False)
+    trainer.evaluations.append(evaluator(trainer))  # the start too: guidance may be there
+    while True:
         m = trainer.evaluations[-1]
         print(f"step {trainer.step:4d}  {trainer.seconds:6.0f} s train  "
               f"E[log r] {m['mean_log_reward']:.3f}  in set {m['in_set']:.3f}  "
@@ -144,6 +139,9 @@ def bench_quality(steps: int = 600, save: str | None = None,
             print(f"reached after {trainer.step} steps: {trainer.seconds:.0f} s of training, "
                   f"{time.perf_counter() - started:.0f} s wall with the evaluations")
             return
+        if trainer.step >= steps or (time_limit and time.perf_counter() - started >= time_limit):
+            break
+        trainer.train(config.eval_every, progress=False)
     print(f"not reached within {trainer.step} steps / {time.perf_counter() - started:.0f} s")
 
 

@@ -30,9 +30,6 @@ DOMAINS = ("toy2d", "mnist")
 DEFAULT_TARGET = {"toy2d": "25to9", "mnist": "even"}
 
 
-VALUE_LR = 2e-3  # train_noisy_classifier's default
-
-
 def _record_asset(name: str, sha256: str, command: str, description: str) -> None:
     """Record a shipped file's sha256 and the command that made it in the manifest."""
     manifest_path = assets_dir() / MANIFEST
@@ -89,10 +86,10 @@ def _train_value(args: argparse.Namespace) -> dict:
     init = None if args.init_from is None else mnist_value.value_network(args.init_from, device)
     model = mnist_value.train_noisy_classifier(
         mnist_reward.load_classifier(device=device), mnist_prior.load_prior(device=device),
-        args.steps, lr=args.lr, chains=args.chains, init=init, seed=args.seed,
-        progress=not args.quiet)
+        args.steps, chains=args.chains, init=init, seed=args.seed, progress=not args.quiet,
+        **({} if args.lr is None else {"lr": args.lr}))
     command = (f"rtb-lab train-value mnist --steps {args.steps} --seed {args.seed}"
-               + (f" --lr {args.lr}" if args.lr != VALUE_LR else "")
+               + (f" --lr {args.lr}" if args.lr is not None else "")
                + (f" --chains {args.chains}" if args.chains else "")
                + (f" --init-from {Path(args.init_from).name}" if args.init_from else ""))
     sha256 = mnist_value.save_noisy_classifier(model.cpu(), args.out, command,
@@ -265,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                "h(x_t) that value-guided posteriors follow)")
     value.add_argument("domain", choices=("mnist",))
     value.add_argument("--steps", type=int, default=3000)
-    value.add_argument("--lr", type=float, default=VALUE_LR, help="peak learning rate")
+    value.add_argument("--lr", type=float, default=None, help="peak learning rate (default 2e-3)")
     value.add_argument("--chains", type=int, default=0,
                        help="train on the states of this many fresh prior chains per step "
                             "(the exact value of the sampling chain; a GPU job) instead of "

@@ -8,8 +8,9 @@ followed by log beta.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,8 @@ from tqdm.auto import tqdm
 from rtb_lab.checkpoint import load_module, save_weights
 from rtb_lab.domains.images import ImageSet, load_mnist
 from rtb_lab.rtb import check_beta, freeze
+
+M = TypeVar("M", bound=nn.Module)
 
 NUM_CLASSES = 10
 COND_DIM = NUM_CLASSES + 1
@@ -65,13 +68,25 @@ def train_classifier(epochs: int = 4, *, batch_size: int = 128, lr: float = 2e-3
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model = DigitClassifier(width)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    steps = epochs * (len(labels) // batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=steps)
-    bar = tqdm(range(steps), desc="MNIST classifier", disable=not progress)
-    for _ in bar:
+
+    def batch_loss() -> Tensor:
         index = torch.randint(len(labels), (batch_size,), generator=generator)
-        loss = F.cross_entropy(model(_shift(images[index], generator)), labels[index])
+        return F.cross_entropy(model(_shift(images[index], generator)), labels[index])
+
+    return fit_classifier(model, batch_loss, epochs * (len(labels) // batch_size), lr,
+                          "MNIST classifier", progress)
+
+
+def fit_classifier(model: M, batch_loss: Callable[[], Tensor], steps: int, lr: float,
+                   desc: str, progress: bool = True, pct_start: float = 0.3) -> M:
+    """Minimise `batch_loss()` (a fresh batch each call) over `model` for `steps` Adam
+    steps on a one-cycle learning rate peaking at `lr`; return the frozen model."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=steps,
+                                                   pct_start=pct_start)
+    bar = tqdm(range(steps), desc=desc, disable=not progress)
+    for _ in bar:
+        loss = batch_loss()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

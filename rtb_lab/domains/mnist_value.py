@@ -28,7 +28,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from rtb_lab.checkpoint import CheckpointError, load_module, save_weights
 from rtb_lab.diffusion import sample_trajectories
@@ -44,7 +43,7 @@ from rtb_lab.domains.mnist_prior import (
     make_scheduler,
     sample_images,
 )
-from rtb_lab.domains.mnist_reward import NUM_CLASSES, DigitClassifier
+from rtb_lab.domains.mnist_reward import NUM_CLASSES, DigitClassifier, fit_classifier
 from rtb_lab.rtb import freeze
 
 VALUE_ASSET = "mnist_value.safetensors"  # forward-noised images (`chains=0`)
@@ -177,19 +176,13 @@ def train_noisy_classifier(classifier: DigitClassifier, prior: EpsNet | None = N
                               batch_size, generator))
     model = NoisyClassifier(width) if init is None else copy.deepcopy(init)
     model = model.to(device).train().requires_grad_(True)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=steps,
-                                                   pct_start=0.05)
-    bar = tqdm(range(steps), desc="MNIST noisy classifier", disable=not progress)
-    for _ in bar:
+
+    def batch_loss() -> Tensor:  # cross-entropy against soft labels
         x_t, t, labels = (part.to(device) for part in next(batches))
-        loss = -(labels * torch.log_softmax(model(x_t, t), 1)).sum(1).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-    return freeze(model.eval())
+        return -(labels * torch.log_softmax(model(x_t, t), 1)).sum(1).mean()
+
+    return fit_classifier(model, batch_loss, steps, lr, "MNIST noisy classifier", progress,
+                          pct_start=0.05)
 
 
 def save_noisy_classifier(model: NoisyClassifier, path: str | Path, command: str,
