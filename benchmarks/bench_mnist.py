@@ -14,7 +14,8 @@ for memory, in sibling processes started the same way). Nothing here is asserted
    without chunking (each in a fresh subprocess; chunked memory should stay flat).
 3. quality: time from the shipped prior until E[log r] >= -0.2 on even digits with
    diversity >= 0.9 x that of prior samples classified even (target: 15 minutes), for
-   a LoRA posterior or (`--value ASSET`) a value-guided one, evaluated from step 0.
+   a LoRA posterior or (`--value ASSET`) a value-guided one (`--lookahead`: its
+   mean-shift form), evaluated from step 0.
 4. resample: a shipped conditional posterior (`--posterior guided|lora`) at beta = 1,
    each image kept from K of its samples by exact importance weight
    (`rtb_lab.resample`), K = 1 (the posterior itself), 2, 4, 8, beside the exact
@@ -107,7 +108,7 @@ def bench_memory() -> None:
 
 def bench_quality(steps: int = 600, save: str | None = None,
                   time_limit: float = TIME_LIMIT_S, eval_every: int = 10,
-                  value: str | None = None) -> None:
+                  value: str | None = None, lookahead: bool = False) -> None:
     classifier = mnist_reward.load_classifier()
     prior = mnist_prior.load_prior()
     prior_x = mnist_prior.sample_images(prior, 512, generator=torch.Generator().manual_seed(1))
@@ -122,8 +123,10 @@ def bench_quality(steps: int = 600, save: str | None = None,
     evaluator = mnist.make_evaluator("even", classifier, num_samples=256)
     trainer = mnist.make_trainer("even", 1.0, config, prior=prior, classifier=classifier,
                                  evaluator=evaluator,
-                                 value=None if value is None else mnist.value_network(value))
-    print(f"policy: {'LoRA' if value is None else f'LoRA + value guidance ({value}), scales 1'}")
+                                 value=None if value is None else mnist.value_network(value),
+                                 lookahead=lookahead)
+    guidance = f"{'look-ahead ' if lookahead else ''}value guidance ({value}), scales 1"
+    print(f"policy: {'LoRA' if value is None else f'LoRA + {guidance}'}")
     started = time.perf_counter()
     trainer.evaluations.append(evaluator(trainer))  # the start too: guidance may be there
     while True:
@@ -275,6 +278,8 @@ if __name__ == "__main__":
                         help="quality: stop after this many seconds (0: no limit)")
     parser.add_argument("--eval-every", type=int, default=10,
                         help="quality: evaluate (256 samples) every this many steps")
+    parser.add_argument("--lookahead", action="store_true",
+                        help="quality: with --value, the look-ahead (mean-shift) guidance")
     parser.add_argument("--value", default=None,
                         help="quality: train a value-guided posterior with this value network "
                              f"(a file or a shipped asset, e.g. {mnist.CHAIN_VALUE_ASSET})")
@@ -288,7 +293,8 @@ if __name__ == "__main__":
         sys.exit(0)
     for part, run in (("speed", bench_speed), ("memory", bench_memory),
                       ("quality", lambda: bench_quality(args.steps, args.save, args.time_limit,
-                                                            args.eval_every, args.value)),
+                                                            args.eval_every, args.value,
+                                                            args.lookahead)),
                       ("resample", lambda: bench_resample(posterior=args.posterior)),
                       ("conditional", bench_conditional),
                       ("ray", lambda: bench_ray(num_steps=args.num_steps))):

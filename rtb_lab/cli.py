@@ -152,7 +152,7 @@ def _train_amortised_mnist(args: argparse.Namespace) -> dict:
         learn_std=args.learn_std, init_from=args.init_from,
         value=mnist.value_network(args.value or mnist.CHAIN_VALUE_ASSET, device)
         if args.value_guided else None,
-        init_scale=args.init_scale)
+        init_scale=args.init_scale, lookahead=args.lookahead)
     if args.checkpoints is not None and (args.checkpoints / "checkpoint.pt").exists():
         trainer.resume(args.checkpoints / "checkpoint.pt")
     show = lambda trainer, metrics: print(json.dumps(  # noqa: E731
@@ -167,6 +167,7 @@ def _train_amortised_mnist(args: argparse.Namespace) -> dict:
                + (" --learn-std" if args.learn_std else "")
                + (f" --value-guided --value {Path(args.value or mnist.CHAIN_VALUE_ASSET).name}"
                   f" --init-scale {args.init_scale}" if args.value_guided else "")
+               + (" --lookahead" if args.value_guided and args.lookahead else "")
                + (f" --init-from {args.init_from.name}" if args.init_from else ""))
     last = trainer.evaluations[-1] if trainer.evaluations else {}
     sha256 = mnist.save_posterior(trainer.posterior, args.out, command,
@@ -323,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 "shipped asset name (default: the shipped chain value)")
     amortised.add_argument("--init-scale", type=float, default=1.0,
                            help="mnist: the value guidance scales' start (default 1)")
+    amortised.add_argument("--lookahead", action="store_true",
+                           help="mnist: with --value-guided, shift each step's mean by the "
+                                "value gradient at the prior's step mean (look-ahead)")
     amortised.add_argument("--init-from", type=Path, default=None,
                            help="mnist: start from this conditional posterior (.safetensors), "
                                 "e.g. the shipped one, instead of the prior")

@@ -199,7 +199,7 @@ class RTBTrainer:
     def estimate_log_z_from_prior(self, num_samples: int | None = None,
                                   cond: Tensor | None = None) -> float:
         """Importance estimate log mean r^beta over prior samples (the starting log Z)."""
-        n = num_samples or self.config.log_z_init_samples
+        n = self.config.log_z_init_samples if num_samples is None else num_samples
         if cond is None and self.cond_sampler is not None:
             cond = self.cond_sampler(1, self.generator).to(self.device).expand(n, -1)
         traj = self.sample(n, cond=cond, use_prior=True, generator=self.generator)

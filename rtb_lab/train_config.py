@@ -137,5 +137,9 @@ class TrainConfig:
             raise ValueError(f"lr_end must be in (0, lr], got {self.lr_end}")
         if self.explore < 0:
             raise ValueError(f"explore must be >= 0, got {self.explore}")
+        if self.log_z_init == "importance" and self.log_z_init_samples < 1:
+            raise ValueError("log_z_init_samples must be >= 1 for log_z_init='importance' "
+                             f"(got {self.log_z_init_samples}); give log_z_init a number to "
+                             "skip the estimate")
         if self.grad_steps is not None and self.grad_steps < 1:
             raise ValueError(f"grad_steps must be >= 1 or None, got {self.grad_steps}")

@@ -175,6 +175,14 @@ def test_cosine_lr_schedule_reaches_lr_end_and_is_applied_each_step(tiny_prior):
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(5.5e-3)
 
 
+def test_log_z_init_samples_zero_is_refused_unless_log_z_is_given(tiny_prior):
+    with pytest.raises(ValueError, match="log_z_init_samples must be >= 1"):
+        TrainConfig(log_z_init_samples=0).validate()
+    trainer = make(tiny_prior, TrainConfig(steps=1, batch_size=8, eval_every=0,
+                                           log_z_init=-0.5, log_z_init_samples=0))
+    assert trainer.log_z().item() == pytest.approx(-0.5)  # no prior samples were needed
+
+
 def test_residual_per_beta_divides_the_loss_by_beta_squared(tiny_prior):
     # Same batch, beta = 2: the per-beta residual is delta / 2, so the loss is a quarter.
     losses = []

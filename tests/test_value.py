@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from rtb_lab.checkpoint import CheckpointError
-from rtb_lab.diffusion import sample_trajectories, trajectory_log_prob
+from rtb_lab.diffusion import policy_mean_std, sample_trajectories, trajectory_log_prob
 from rtb_lab.domains import images, mnist, mnist_prior, mnist_reward, mnist_value
 from rtb_lab.domains.mnist_guided import GuidedPosterior
 from rtb_lab.rtb import freeze
@@ -143,6 +143,69 @@ def test_value_guidance_is_the_value_gradient_by_hand(unet_prior, tiny_value):
                                    trajectory_log_prob(unet_prior, family, traj))
     with pytest.raises(ValueError, match="reward classifier .* or a value"):
         GuidedPosterior(mnist.LoRAPosterior(unet_prior, 2), unet_prior, None, "even")
+
+
+def test_lookahead_guidance_shifts_the_step_mean_by_hand(unet_prior, tiny_value):
+    # mean = mean_lora + beta c sigma_k^2 grad log h(mean_prior, t_{k+1}); eps untouched.
+    guided = GuidedPosterior(mnist.LoRAPosterior(unet_prior, 2), unet_prior, None, "even", 1.5,
+                             num_steps=5, value=tiny_value, init_scale=0.8, lookahead=True)
+    family = mnist_prior.make_family(5)
+    x, k = torch.randn(4, 1, 28, 28), torch.full((4,), 3)
+    t, t_next = family.time(k), family.time(k + 1)
+    abar = mnist_prior.make_scheduler().alphas_cumprod
+    a_now, a_next = float(abar[int(t[0])]), float(abar[int(t_next[0])])
+    variance = (1 - a_next) / (1 - a_now) * (1 - a_now / a_next)
+    with torch.no_grad():
+        mean_prior, std = family.mean_std(unet_prior(x, t), x, k)
+    y = mean_prior.clone().requires_grad_(True)
+    log_h = tiny_value.log_value(y, t_next, mnist_reward.class_mask("even"))
+    (grad,) = torch.autograd.grad(log_h.sum(), y)
+    by_hand = mean_prior + 1.5 * 0.8 * variance * grad
+    mean, policy_std = policy_mean_std(guided, family, x, k, None)
+    torch.testing.assert_close(mean, by_hand, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(policy_std, std)
+    torch.testing.assert_close(guided(x, t), unet_prior(x, t))  # the noise is the base's
+    # Sampling records the same log q that scoring recomputes, and RTB reaches the scales.
+    traj = sample_trajectories(guided, family, 3, mnist_prior.IMAGE_SHAPE, keep_log_pf=True,
+                               generator=torch.Generator().manual_seed(2))
+    log_q = trajectory_log_prob(guided, family, traj)
+    torch.testing.assert_close(log_q, traj.log_pf, atol=2e-2, rtol=1e-5)
+    log_q.sum().backward()
+    assert guided.guide.grad is not None and bool((guided.guide.grad != 0).all())
+    with torch.no_grad():  # scale 0: the base posterior (the prior, for a fresh LoRA)
+        guided.guide.zero_()
+        torch.testing.assert_close(trajectory_log_prob(guided, family, traj),
+                                   trajectory_log_prob(unet_prior, family, traj))
+    with pytest.raises(ValueError, match="lookahead is a form of value guidance"):
+        GuidedPosterior(mnist.LoRAPosterior(unet_prior, 2), unet_prior,
+                        mnist_reward.DigitClassifier(), "even", lookahead=True)
+
+
+def test_lookahead_posteriors_save_load_and_specialise(unet_prior, tmp_path):
+    value = mnist.value_network(mnist.CHAIN_VALUE_ASSET)
+    family = mnist_prior.make_family(5)
+    x, k = torch.randn(2, 1, 28, 28), torch.tensor([1, 4])
+    single = GuidedPosterior(mnist.LoRAPosterior(unet_prior, 2, num_steps=5), unet_prior, None,
+                             "17", 0.7, num_steps=5, value=value, init_scale=1.3, lookahead=True)
+    mnist.save_posterior(single, tmp_path / "single.safetensors", "test")
+    loaded = mnist.load_posterior(unet_prior, tmp_path / "single.safetensors")
+    assert loaded.lookahead and loaded.beta == 0.7
+    torch.testing.assert_close(policy_mean_std(loaded, family, x, k, None)[0],
+                               policy_mean_std(single, family, x, k, None)[0])
+    base = mnist.SetExpertPosterior(unet_prior, ((1,), (0, 2, 4, 6, 8)), rank=2, num_steps=5)
+    guided = GuidedPosterior(base, unet_prior, None, num_steps=5, value=value, init_scale=1.0,
+                             lookahead=True)
+    with torch.no_grad():
+        guided.guide.copy_(torch.linspace(0.2, 1.6, 10).view(2, 5))
+    mnist.save_posterior(guided, tmp_path / "cond.safetensors", "test")
+    loaded = mnist.load_conditional_posterior(unet_prior, tmp_path / "cond.safetensors")
+    cond = mnist_reward.make_condition("even", 1.7, 2)
+    expected = policy_mean_std(guided, family, x, k, cond)[0]
+    torch.testing.assert_close(policy_mean_std(loaded, family, x, k, cond)[0], expected)
+    specialised = loaded.specialise(unet_prior, "even", 1.7)
+    assert specialised.lookahead
+    torch.testing.assert_close(policy_mean_std(specialised, family, x, k, None)[0], expected,
+                               atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("source", [mnist.VALUE_ASSET, mnist.CHAIN_VALUE_ASSET, "file"])

@@ -3,6 +3,8 @@
 from rtb_lab.diffusion.gaussian import DDPM, EulerMaruyama, GaussianFamily, gaussian_log_prob
 from rtb_lab.diffusion.sampling import (
     chunked_steps,
+    policy_mean_shift,
+    policy_mean_std,
     policy_std_scale,
     sample_trajectories,
     sequential_log_prob,
@@ -18,6 +20,8 @@ __all__ = [
     "Trajectory",
     "chunked_steps",
     "gaussian_log_prob",
+    "policy_mean_shift",
+    "policy_mean_std",
     "policy_std_scale",
     "sample_trajectories",
     "sequential_log_prob",

@@ -64,16 +64,22 @@ class GaussianFamily(ABC):
         """The inflated std used to sample step k with exploration level `explore`."""
 
     def policy_mean_std(self, net_out: Tensor, x: Tensor, k: Tensor,
-                        std_scale: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                        std_scale: Tensor | None = None,
+                        mean_shift: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """`mean_std`, with the std multiplied per row by a policy's learned factor
-        `std_scale` [N] (None: the family's fixed std; see `policy_std_scale`)."""
+        `std_scale` [N] (None: the family's fixed std; see `policy_std_scale`) and
+        `mean_shift` [N, *event] added to the mean (None: no shift; see
+        `policy_mean_shift`)."""
         mean, std = self.mean_std(net_out, x, k)
+        if mean_shift is not None:
+            mean = mean + mean_shift
         return mean, std if std_scale is None else std * _per_row(std_scale, x)
 
     def log_prob(self, x_next: Tensor, net_out: Tensor, x: Tensor, k: Tensor,
-                 std_scale: Tensor | None = None) -> Tensor:
+                 std_scale: Tensor | None = None, mean_shift: Tensor | None = None) -> Tensor:
         """[N] log p(x_next | x, step k) under the un-inflated policy."""
-        return gaussian_log_prob(x_next, *self.policy_mean_std(net_out, x, k, std_scale))
+        return gaussian_log_prob(x_next, *self.policy_mean_std(net_out, x, k, std_scale,
+                                                               mean_shift))
 
 
 class EulerMaruyama(GaussianFamily):

@@ -28,6 +28,29 @@ def policy_std_scale(net: DriftNet, k: Tensor, cond: Tensor | None) -> Tensor | 
     return None if scale is None else scale(k, cond)
 
 
+def policy_mean_shift(net: DriftNet, x: Tensor, k: Tensor, cond: Tensor | None
+                      ) -> Tensor | None:
+    """[N, *event] shift a policy adds to the family's mean at states x and steps k, or
+    None (no shift).
+
+    A policy that moves the step's mean directly (value guidance with look-ahead,
+    `mnist_guided.GuidedPosterior`) defines ``net.mean_shift(x, k, cond)``; it must not
+    depend on the trajectory's next state, only on (x, k, cond).
+    """
+    shift = getattr(net, "mean_shift", None)
+    return None if shift is None else shift(x, k, cond)
+
+
+def policy_mean_std(net: DriftNet, family: GaussianFamily, x: Tensor, k: Tensor,
+                    cond: Tensor | None, t: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Mean [N, *event] and un-inflated std of the policy `net`'s step k from states x:
+    the network's output through the family, with the policy's own std factor and mean
+    shift where it defines them. `t` is ``family.time(k)`` when the caller has it."""
+    net_out = net(x, family.time(k) if t is None else t, cond)
+    return family.policy_mean_std(net_out, x, k, policy_std_scale(net, k, cond),
+                                  policy_mean_shift(net, x, k, cond))
+
+
 @torch.no_grad()
 def sample_trajectories(net: DriftNet, family: GaussianFamily, batch_size: int,
                         event_shape: tuple[int, ...], *, cond: Tensor | None = None,
@@ -58,9 +81,8 @@ def sample_trajectories(net: DriftNet, family: GaussianFamily, batch_size: int,
     log_pf = torch.zeros(batch_size, device=device) if keep_log_pf else None
     for k in range(family.num_steps):
         steps = all_steps[k].expand(batch_size)
-        net_out = net(x, all_times[k].expand(batch_size), cond)
-        mean, policy_std = family.policy_mean_std(net_out, x, steps,
-                                                  policy_std_scale(net, steps, cond))
+        mean, policy_std = policy_mean_std(net, family, x, steps, cond,
+                                           all_times[k].expand(batch_size))
         std = family.explore_std(policy_std, steps, explore) if explore > 0 else policy_std
         noise = torch.randn(x.shape, generator=generator).to(device)
         x_next = mean + std * noise
@@ -92,9 +114,8 @@ def step_log_probs(net: DriftNet, family: GaussianFamily, traj: Trajectory,
     x_next = traj.states[:, index + 1].flatten(0, 1)
     k = index.repeat(batch)
     cond = None if traj.cond is None else traj.cond.repeat_interleave(n_steps, 0)
-    net_out = net(x_now, family.time(k), cond)
-    scale = policy_std_scale(net, k, cond)
-    return family.log_prob(x_next, net_out, x_now, k, scale).view(batch, n_steps)
+    log_probs = gaussian_log_prob(x_next, *policy_mean_std(net, family, x_now, k, cond))
+    return log_probs.view(batch, n_steps)
 
 
 def chunked_steps(num_steps: int, chunk_steps: int | None) -> list[range]:
@@ -120,6 +141,6 @@ def sequential_log_prob(net: DriftNet, family: GaussianFamily, traj: Trajectory)
     for k in range(traj.num_steps):
         x, x_next = traj.states[:, k], traj.states[:, k + 1]
         steps = torch.full((traj.batch_size,), k, device=x.device)
-        total = total + family.log_prob(x_next, net(x, family.time(steps), traj.cond), x, steps,
-                                        policy_std_scale(net, steps, traj.cond))
+        total = total + gaussian_log_prob(x_next, *policy_mean_std(net, family, x, steps,
+                                                                   traj.cond))
     return total

@@ -129,12 +129,13 @@ def make_trainer(classes: str | int | Iterable[int] = "even", beta: float = 1.0,
                  classifier: DigitClassifier | None = None, rank: int = 8,
                  num_steps: int = NUM_STEPS, out_dir: str | Path | None = None,
                  evaluator: Callable[[RTBTrainer], dict[str, float]] | None = None,
-                 value: NoisyClassifier | None = None, init_scale: float = 1.0
-                 ) -> RTBTrainer:
+                 value: NoisyClassifier | None = None, init_scale: float = 1.0,
+                 lookahead: bool = False) -> RTBTrainer:
     """An RTB trainer for p(x) r_S(x)^beta, r_S(x) = max_{c in S} p(c | x).
 
     The policy is a rank-`rank` LoRA posterior; with a `value` network, a value-guided
-    `mnist_guided.GuidedPosterior` around it whose per-step scales start at `init_scale`.
+    `mnist_guided.GuidedPosterior` around it whose per-step scales start at `init_scale`
+    (`lookahead`: its mean-shift form, see `GuidedPosterior`).
     """
     check_beta(beta)
     prior = prior or load_prior()
@@ -144,7 +145,7 @@ def make_trainer(classes: str | int | Iterable[int] = "even", beta: float = 1.0,
     posterior = make_posterior(prior, rank)
     if value is not None:
         posterior = GuidedPosterior(posterior, prior, None, classes, beta, num_steps,
-                                    value=value, init_scale=init_scale)
+                                    value=value, init_scale=init_scale, lookahead=lookahead)
     return RTBTrainer(prior, posterior, make_family(num_steps),
                       lambda x: reward(decode(prior, x)), IMAGE_SHAPE, config,
                       evaluator=evaluator, out_dir=out_dir)
@@ -161,7 +162,7 @@ def make_conditional_trainer(config: TrainConfig | None = None, *,
                              out_dir: str | Path | None = None, learn_std: bool = False,
                              init_from: str | Path | None = None,
                              value: NoisyClassifier | None = None,
-                             init_scale: float = 1.0) -> RTBTrainer:
+                             init_scale: float = 1.0, lookahead: bool = False) -> RTBTrainer:
     """An RTB trainer for one posterior conditioned on (class set, beta), with VarGrad.
 
     The posterior is a `SetExpertPosterior` (a LoRA block of `rank` per set). With
@@ -171,7 +172,7 @@ def make_conditional_trainer(config: TrainConfig | None = None, *,
     factors; `init_from` starts from a saved conditional posterior (same sets and rank).
     With a `value` network the policy is a value-guided `mnist_guided.GuidedPosterior`
     around the set experts, its per-set, per-step guidance scales starting at
-    `init_scale`.
+    `init_scale` (`lookahead`: its mean-shift form).
     """
     prior = prior or load_prior(device=device)
     classifier = classifier or load_classifier(device=device)
@@ -184,7 +185,7 @@ def make_conditional_trainer(config: TrainConfig | None = None, *,
         warm_start(posterior, getattr(trained, "base", trained))
     if value is not None:
         posterior = GuidedPosterior(posterior, prior, None, num_steps=num_steps, value=value,
-                                    init_scale=init_scale)
+                                    init_scale=init_scale, lookahead=lookahead)
         if isinstance(trained, GuidedPosterior):  # continue its learned scales too
             with torch.no_grad():
                 posterior.guide.copy_(trained.guide)

@@ -13,11 +13,23 @@ learned scale per step (and per class set). Two directions:
   learned value h(x_t) = E[r(x_0) | x_t], which is the exact posterior's extra drift
   (Doob's h-transform) in the limit of small steps,
 
-      eps(x_t) = eps_lora(x_t) - beta c[set, k] sqrt(1 - abar_t) grad_x log h(x_t).
+      eps(x_t) = eps_lora(x_t) - beta c[set, k] sqrt(1 - abar_t) grad_x log h(x_t);
+
+* value guidance with look-ahead (``lookahead=True``): the exact posterior's step from
+  x_t is the prior's Gaussian step N(mu, sigma^2) times h(x_next) (normalised), and for
+  log h linear over that Gaussian this is N(mu + sigma^2 grad log h(mu), sigma^2). So the
+  value's gradient is taken at the prior's step mean mu_prior(x_t), at the time the step
+  lands on, and added to the LoRA policy's mean (not through its noise prediction, whose
+  clean-image estimate is clamped to [-1, 1] and would mute most pixels early on):
+
+      mean(x_t) = mean_lora(x_t) + beta c[set, k] sigma_k^2 grad log h(mu_prior(x_t), t_{k+1}).
 
 Either direction depends only on frozen networks, so it is a fixed feature of the state:
 the policy stays a Gaussian whose log-probability RTB differentiates with respect to the
 LoRA weights and the scales c only, and RTB's optimum is still the exact posterior.
+On the shipped prior with the chain value at c = 1 (no training, even digits, beta = 1,
+512 samples, seeds 7 / 3), look-ahead is 0.56 / 0.41 nats of KL(q || target) from the
+target against 0.70 / 0.56 without it, for one more prior call per step.
 With the default ``init_scale=0`` the policy starts at its base posterior (the prior,
 for a fresh LoRA). Reward guidance alone is biased and far from the posterior's path
 (on our prior, c = 1 puts 99.6% of samples in "even", exact 95%, at 20 nats of
@@ -77,12 +89,14 @@ class GuidedPosterior(nn.Module):
         num_steps: T, the sampling steps the scales are learned for.
         value: a frozen `NoisyClassifier`: guide by its value gradient instead.
         init_scale: the scales' start (0: the base posterior itself).
+        lookahead: value guidance as a mean shift with the gradient at the prior's step
+            mean and the next step's time (see the module docstring; needs `value`).
     """
 
     def __init__(self, base: LoRAPosterior, prior: EpsNet, classifier: DigitClassifier | None,
                  classes: str | int | Iterable[int] | None = None, beta: float = 1.0,
                  num_steps: int = NUM_STEPS, value: NoisyClassifier | None = None,
-                 init_scale: float = 0.0) -> None:
+                 init_scale: float = 0.0, lookahead: bool = False) -> None:
         super().__init__()
         conditional = isinstance(base, SetExpertPosterior)
         if conditional == (classes is not None):
@@ -91,8 +105,12 @@ class GuidedPosterior(nn.Module):
         if classifier is None and value is None:
             raise ValueError("give the reward classifier (reward guidance) or a value "
                              "NoisyClassifier (value guidance)")
+        if lookahead and value is None:
+            raise ValueError("lookahead is a form of value guidance: give a value "
+                             "NoisyClassifier")
         check_beta(beta)
         self.base, self.conditional, self.beta, self.num_steps = base, conditional, beta, num_steps
+        self.lookahead = lookahead
         self.classes = None if conditional else classes
         # Frozen helpers in a list: not submodules, so never saved or trained with us.
         self._frozen = [prior, classifier, value]
@@ -154,9 +172,29 @@ class GuidedPosterior(nn.Module):
         return grad * ((1 - abar) / abar).sqrt()
 
     def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
-        """Noise prediction: the base posterior's, minus the scaled guidance direction."""
+        """Noise prediction: the base posterior's, minus the scaled guidance direction
+        (with look-ahead, the base posterior's alone: the guidance is `mean_shift`)."""
+        if self.lookahead:
+            return self.base(x, t, cond)
         k = self.steps(t)
         return self.base(x, t, cond) - _rows(self.scale(k, cond)) * self.guidance(x, t, k, cond)
+
+    def mean_shift(self, x: Tensor, k: Tensor, cond: Tensor | None = None) -> Tensor | None:
+        """[N, 1, 28, 28] look-ahead guidance added to the step mean from states x [N, ...]
+        at steps k [N]: beta c[set, k] sigma_k^2 grad log h(mu_prior(x), t_{k+1}); None
+        without look-ahead (see `diffusion.policy_mean_shift`)."""
+        if not self.lookahead:
+            return None
+        family = self.family
+        with torch.no_grad():  # the prior's step mean: a frozen feature of the state
+            mean_prior, _ = family.mean_std(self._frozen[0](x, family.time(k), cond), x, k)
+        t_next = family.train_times.to(x.device)[k + 1].to(x.dtype)
+        with torch.enable_grad():
+            y = mean_prior.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(
+                self.value.log_value(y, t_next, self._mask(cond)).sum(), y)
+        variance = _rows(family.beta_tilde.to(x.device)[k])
+        return _rows(self.scale(k, cond)) * variance * grad
 
     def std_scale(self, k: Tensor, cond: Tensor | None = None) -> Tensor | None:
         """The base posterior's learned std factors, if it has them."""
@@ -186,6 +224,7 @@ class GuidedPosterior(nn.Module):
         return {"arch": "GuidedPosterior", "base": self.base.metadata(),
                 "guidance": "reward" if value is None else "value",
                 "value_source": None if value is None else getattr(value, "source", None),
+                "lookahead": self.lookahead,
                 "classes": None if self.classes is None else list(parse_classes(self.classes)),
                 "beta": self.beta, "num_steps": self.num_steps}
 
@@ -204,7 +243,8 @@ class GuidedPosterior(nn.Module):
                             f"already for {self.classes} at beta {self.beta}")
         index = int(self.base.set_index(make_condition(classes, beta).to(self.guide.device)))
         single = GuidedPosterior(self.base.specialise(prior, classes, beta), prior,
-                                 self._frozen[1], classes, beta, self.num_steps, self.value)
+                                 self._frozen[1], classes, beta, self.num_steps, self.value,
+                                 lookahead=self.lookahead)
         single.guide.copy_(self.guide[index][None])
         return single.requires_grad_(False)
 
@@ -221,7 +261,8 @@ def guided_from_state(prior: EpsNet, meta: dict[str, Any], state: dict[str, Tens
         value = value_network(meta.get("value_source") or VALUE_ASSET, device)
     classifier = None if value is not None else load_classifier(device=device)
     posterior = GuidedPosterior(base, prior, classifier, meta.get("classes"),
-                                float(meta.get("beta", 1.0)), int(meta["num_steps"]), value)
+                                float(meta.get("beta", 1.0)), int(meta["num_steps"]), value,
+                                lookahead=bool(meta.get("lookahead", False)))
     if "guide" not in state or state["guide"].shape != posterior.guide.shape:
         raise CheckpointError(f"{path} does not hold this posterior's guidance scales")
     with torch.no_grad():
