@@ -181,6 +181,64 @@ def test_lookahead_guidance_shifts_the_step_mean_by_hand(unet_prior, tiny_value)
                         mnist_reward.DigitClassifier(), "even", lookahead=True)
 
 
+class LinearEps(nn.Module):
+    """The exact noise prediction for data N(0, I): eps(x_t) = sqrt(1 - abar_t) x_t, so
+    every unclamped DDPM step is linear, x_{k+1} = A_k x_k + sigma_k noise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("abar", mnist_prior.make_scheduler().alphas_cumprod.float())
+        self.unused = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x, t, cond=None):
+        return (1 - self.abar[t.long()]).sqrt().view(-1, 1, 1, 1) * x
+
+    def std_scale(self, k, cond=None):
+        return None
+
+
+def test_lookahead_is_the_exact_posterior_of_a_linear_chain_with_a_log_linear_value():
+    # With r(x_T) = exp(a . x_T) and x_T = M_k x_k + noise, h_k(x) = E[r | x_k = x] is
+    # log-linear: grad log h_k = M_k a. The posterior's step is then exactly
+    # N(mu + sigma_k^2 M_{k+1} a, sigma_k^2), which is what look-ahead guidance at c = 1
+    # does, so every trajectory has the same weight p r / q = Z (known in closed form).
+    num_steps = 5
+    family = mnist_prior.make_family(num_steps)
+    family.clip_x0 = None  # the clamp would make the chain nonlinear
+    prior = freeze(LinearEps())
+    ones = torch.ones(1, 1, 28, 28)
+    gains = torch.stack([family.mean_std(prior(ones, family.time(torch.tensor([k]))), ones,
+                                         torch.tensor([k]))[0].mean() for k in range(num_steps)])
+    to_end = torch.stack([gains[k:].prod() for k in range(num_steps + 1)])  # M_k
+    a = 0.3 * torch.randn(1, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+
+    class LogLinearValue(nn.Module):
+        def log_value(self, x, t, mask):
+            k = torch.searchsorted(-family.train_times.to(x.dtype), -t)  # t -> step index
+            return (to_end[k].view(-1, 1, 1, 1) * a * x).flatten(1).sum(1)
+
+    variance_of_x_end = to_end[0] ** 2 + sum((to_end[k + 1] ** 2 * family.beta_tilde[k])
+                                             for k in range(num_steps))
+    log_z = 0.5 * float(a.square().sum() * variance_of_x_end)  # log E[exp(a . x_T)]
+    spread = {}
+    for lookahead in (True, False):
+        guided = GuidedPosterior(LinearEps(), prior, None, "even", 1.0, num_steps=num_steps,
+                                 value=LogLinearValue(), init_scale=1.0, lookahead=lookahead)
+        guided.family.clip_x0 = None
+        traj = sample_trajectories(guided, family, 64, mnist_prior.IMAGE_SHAPE,
+                                   generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            log_w = (trajectory_log_prob(prior, family, traj) + (a * traj.x).flatten(1).sum(1)
+                     - trajectory_log_prob(guided, family, traj))
+        spread[lookahead] = float(log_w.std())
+        if lookahead:
+            assert float(log_w.mean()) == pytest.approx(log_z, abs=0.1)
+    print(f"log Z {log_z:.3f}; std of log w: look-ahead {spread[True]:.3f}, "
+          f"eps-form {spread[False]:.2f}")
+    assert spread[True] < 0.2  # float32 rounding of log-probs of about 10^3 nats
+    assert spread[False] > 1.0  # the eps-form is the small-step limit only
+
+
 def test_lookahead_posteriors_save_load_and_specialise(unet_prior, tmp_path):
     value = mnist.value_network(mnist.CHAIN_VALUE_ASSET)
     family = mnist_prior.make_family(5)
