@@ -76,10 +76,9 @@ class GaussianFamily(ABC):
         return mean, std if std_scale is None else std * _per_row(std_scale, x)
 
     def log_prob(self, x_next: Tensor, net_out: Tensor, x: Tensor, k: Tensor,
-                 std_scale: Tensor | None = None, mean_shift: Tensor | None = None) -> Tensor:
+                 std_scale: Tensor | None = None) -> Tensor:
         """[N] log p(x_next | x, step k) under the un-inflated policy."""
-        return gaussian_log_prob(x_next, *self.policy_mean_std(net_out, x, k, std_scale,
-                                                               mean_shift))
+        return gaussian_log_prob(x_next, *self.policy_mean_std(net_out, x, k, std_scale))
 
 
 class EulerMaruyama(GaussianFamily):

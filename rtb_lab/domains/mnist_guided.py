@@ -188,7 +188,7 @@ class GuidedPosterior(nn.Module):
             return None
         family = self.family
         with torch.no_grad():  # the prior's step mean: a frozen feature of the state
-            mean_prior, _ = family.mean_std(self._frozen[0](x, family.time(k), cond), x, k)
+            mean_prior, _ = family.mean_std(self._frozen[0](x, family.time(k)), x, k)
         t_next = family.train_times.to(x.device)[k + 1].to(x.dtype)
         with torch.enable_grad():
             y = mean_prior.detach().requires_grad_(True)
