@@ -18,7 +18,8 @@ from dataclasses import replace
 import torch
 
 from rtb_lab.device import get_device
-from rtb_lab.domains import mnist, mnist_bank
+from rtb_lab.domains import mnist
+from rtb_lab.domains.mnist import bank as mnist_bank
 from rtb_lab.train import time_budget
 
 

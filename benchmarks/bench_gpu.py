@@ -21,11 +21,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from rtb_lab.domains.mnist_reward import make_condition
 
 from rtb_lab.device import get_device
 from rtb_lab.diffusion import trajectory_log_prob
-from rtb_lab.domains import mnist, mnist_prior
-from rtb_lab.domains.mnist_reward import make_condition
+from rtb_lab.domains import mnist
+from rtb_lab.domains.mnist import prior as mnist_prior
 
 STARTED = time.perf_counter()
 

@@ -38,7 +38,10 @@ from dataclasses import replace
 import torch
 
 from rtb_lab.diffusion import sample_trajectories
-from rtb_lab.domains import mnist, mnist_bank, mnist_prior, mnist_reward
+from rtb_lab.domains import mnist
+from rtb_lab.domains.mnist import bank as mnist_bank
+from rtb_lab.domains.mnist import prior as mnist_prior
+from rtb_lab.domains.mnist import reward as mnist_reward
 from rtb_lab.resample import (
     importance_log_weights,
     kl_to_target,

@@ -40,7 +40,8 @@ from matplotlib.figure import Figure
 from IPython.display import display
 
 import rtb_lab
-from rtb_lab.domains import toy2d, toy2d_amortised
+from rtb_lab.domains import toy2d
+from rtb_lab.domains.toy2d import amortised as toy2d_amortised
 from rtb_lab.viz import plots, widgets
 
 device = rtb_lab.get_device()

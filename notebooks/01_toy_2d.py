@@ -42,7 +42,8 @@ from IPython.display import display
 
 import rtb_lab
 from rtb_lab.baselines.guidance import sample_guided
-from rtb_lab.domains import toy2d, toy2d_amortised
+from rtb_lab.domains import toy2d
+from rtb_lab.domains.toy2d import amortised as toy2d_amortised
 from rtb_lab.viz import animate, plots, widgets
 
 device = rtb_lab.get_device()

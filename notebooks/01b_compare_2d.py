@@ -42,7 +42,7 @@ import torch
 from IPython.display import Markdown, display
 
 import rtb_lab
-from rtb_lab import evaluate
+from rtb_lab import compare
 from rtb_lab.baselines.guidance import sample_guided
 from rtb_lab.baselines.rl import RLTrainer, rl_config
 from rtb_lab.domains import toy2d
@@ -55,14 +55,14 @@ rtb_lab.seed_everything(0);
 
 # %% [markdown]
 # ## 1. The table
-# `evaluate.compare` runs every method over seeds with the same budget and reports the
+# `compare.compare` runs every method over seeds with the same budget and reports the
 # mode-weight TV to the exact posterior, the mass in the 9 modes, modes covered,
 # $\mathbb{E}[\log r]$, diversity (mean pairwise distance), and log Z (a method's own
 # estimate, or its ELBO) with its error. Fast mode: one seed and a small budget.
 
 # %%
-budget = evaluate.FAST_BUDGET if FAST else 2 * evaluate.FAST_BUDGET
-table = evaluate.compare("toy2d", seeds=1 if FAST else 2, budget=budget, progress=print)
+budget = rtb_lab.domains.get("toy2d").budgets[0] if FAST else 2 * rtb_lab.domains.get("toy2d").budgets[0]
+table = compare.compare("toy2d", seeds=1 if FAST else 2, budget=budget, progress=print)
 display(Markdown(table.to_markdown()))
 ess = table.values["importance"]["ess_fraction"][0]
 print(f"importance sampling: effective sample size {ess:.1%} of its particles")
@@ -101,7 +101,7 @@ display(zeta_panel.widget)
 
 # %%
 rl_steps = 120 if FAST else 300
-rl = rl_config(rtb_lab.TrainConfig(seed=0, batch_size=128, lr=evaluate.RL_LR, eval_every=0,
+rl = rl_config(rtb_lab.TrainConfig(seed=0, batch_size=128, lr=compare.RL_LR, eval_every=0,
                                    steps=rl_steps))
 alpha_panel = widgets.BetaPanel(
     lambda alpha, n: toy2d.finetune(target, rl, progress=False, device=device,

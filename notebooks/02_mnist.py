@@ -42,9 +42,13 @@ import torch
 from IPython.display import display
 
 import rtb_lab
-from rtb_lab import evaluate
+from rtb_lab import compare
 from rtb_lab.diffusion import sample_trajectories, trajectory_log_prob
-from rtb_lab.domains import images, mnist, mnist_bank, mnist_prior, mnist_reward
+from rtb_lab.domains import mnist
+from rtb_lab.domains.mnist import data as images
+from rtb_lab.domains.mnist import bank as mnist_bank
+from rtb_lab.domains.mnist import prior as mnist_prior
+from rtb_lab.domains.mnist import reward as mnist_reward
 from rtb_lab.viz import images as viz
 from rtb_lab.viz.widgets import TrainingDashboard
 
@@ -271,7 +275,7 @@ display(viz.denoising_strip(trajectories, 7, decode=lambda x: mnist_prior.decode
 # bias (its samples do not follow $p\,r^\beta$; see tutorial 01b); RTB's is training time.
 
 # %%
-table = evaluate.compare("mnist", seeds=1, budget=16_000 if FAST else 110_000)
+table = compare.compare("mnist", seeds=1, budget=16_000 if FAST else 110_000)
 print(table.to_markdown())
 display(table.plot())
 display(viz.grid_figure({m: x[:32] for m, x in table.samples.items()}))

@@ -118,6 +118,14 @@ def shipped_asset(name: str) -> tuple[Path, str]:
     return assets_dir() / name, manifest[name]["sha256"]
 
 
+def record_asset(name: str, sha256: str, command: str, description: str) -> None:
+    """Record a shipped file's sha256 and the command that made it in the assets manifest."""
+    manifest_path = assets_dir() / MANIFEST
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    manifest[name] = {"sha256": sha256, "command": command, "description": description}
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+
+
 def load_module(path: str | Path | None, asset: str, arch: str, what: str,
                 build: Callable[[dict[str, Any]], nn.Module]) -> nn.Module:
     """A network saved by `save_weights`: the shipped `asset` (sha256-checked) when `path`

@@ -21,8 +21,8 @@ from torch import Tensor, nn
 
 from rtb_lab.baselines.importance import effective_sample_size
 from rtb_lab.diffusion import (
-    GaussianFamily,
     Trajectory,
+    TransitionFamily,
     sample_trajectories,
     trajectory_log_prob,
 )
@@ -56,7 +56,7 @@ class ResampleResult:
         return self.traj.x
 
 
-def importance_log_weights(posterior: nn.Module, prior: nn.Module, family: GaussianFamily,
+def importance_log_weights(posterior: nn.Module, prior: nn.Module, family: TransitionFamily,
                            traj: Trajectory, beta: float | Tensor,
                            chunk_steps: int | None = None) -> Tensor:
     """[B] log p(tau) + beta log r(x) - log q(tau) of trajectories drawn from `posterior`.
@@ -101,7 +101,7 @@ def mean_ess_fraction(log_weights: Tensor) -> float:
 
 
 @torch.no_grad()
-def resample_posterior(posterior: nn.Module, prior: nn.Module, family: GaussianFamily,
+def resample_posterior(posterior: nn.Module, prior: nn.Module, family: TransitionFamily,
                        log_reward: Callable[..., Tensor], num_samples: int,
                        event_shape: tuple[int, ...], *, candidates: int = 4,
                        beta: float = 1.0, cond: Tensor | None = None,

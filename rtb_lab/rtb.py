@@ -16,8 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from rtb_lab.diffusion import (
-    GaussianFamily,
     Trajectory,
+    TransitionFamily,
     chunked_steps,
     step_log_probs,
     trajectory_log_prob,
@@ -184,7 +184,7 @@ class LogZ(nn.Module):
 
 
 def backward_through_trajectories(loss_of_log_pf: Callable[[Tensor], Tensor],
-                                  posterior: nn.Module, family: GaussianFamily,
+                                  posterior: nn.Module, family: TransitionFamily,
                                   traj: Trajectory, chunk_steps: int | None = None,
                                   grad_steps: int | None = None,
                                   generator: torch.Generator | None = None,

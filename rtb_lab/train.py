@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from rtb_lab.checkpoint import load_checkpoint, save_checkpoint, trainable_state_dict
-from rtb_lab.diffusion import GaussianFamily, Trajectory, sample_trajectories, trajectory_log_prob
+from rtb_lab.diffusion import Trajectory, TransitionFamily, sample_trajectories, trajectory_log_prob
 from rtb_lab.replay import ReplayBuffer
 from rtb_lab.rtb import (
     LogZ,
@@ -90,7 +90,7 @@ class RTBTrainer:
     Args:
         prior: the frozen prior policy (no parameter may require grad).
         posterior: the trainable policy, starting at the prior (a copy, an adapter...).
-        family: the Gaussian transition family shared by both.
+        family: the transition family shared by both.
         log_reward: ``log_reward(x [B, *event]) -> [B]``, or ``log_reward(x, cond)``
             when a `cond_sampler` is given.
         event_shape: shape of one sample, e.g. (2,).
@@ -102,7 +102,7 @@ class RTBTrainer:
         out_dir: where checkpoints go (None: no files are written).
     """
 
-    def __init__(self, prior: nn.Module, posterior: nn.Module, family: GaussianFamily,
+    def __init__(self, prior: nn.Module, posterior: nn.Module, family: TransitionFamily,
                  log_reward: RewardFn, event_shape: tuple[int, ...],
                  config: TrainConfig | None = None, *,
                  cond_sampler: Callable[[int, torch.Generator], Tensor] | None = None,

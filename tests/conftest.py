@@ -36,7 +36,7 @@ def traj(tiny_prior, family):
 @pytest.fixture(scope="module")
 def unet_prior():
     """A random (untrained) small UNet prior for MNIST: enough to test the machinery fast."""
-    from rtb_lab.domains import mnist_prior
+    from rtb_lab.domains.mnist import prior as mnist_prior
 
     torch.manual_seed(0)
     prior = freeze(mnist_prior.EpsNet(mnist_prior.make_unet((8, 16, 16))))

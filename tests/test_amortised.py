@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rtb_lab.checkpoint import CheckpointError
+from rtb_lab.checkpoint import CheckpointError, assets_dir
 from rtb_lab.diffusion import trajectory_log_prob
-from rtb_lab.domains import toy2d, toy2d_amortised
+from rtb_lab.domains import toy2d
+from rtb_lab.domains.toy2d import amortised as toy2d_amortised
 from rtb_lab.train import TrainConfig
 
 
@@ -53,4 +54,4 @@ def test_shipped_amortised_posterior_matches_the_exact_posterior():
 
 def test_a_prior_file_is_not_an_amortised_posterior():
     with pytest.raises(CheckpointError, match="not a toy2d amortised posterior"):
-        toy2d_amortised.load_amortised(toy2d.assets_dir() / toy2d.PRIOR_ASSET)
+        toy2d_amortised.load_amortised(assets_dir() / toy2d.PRIOR_ASSET)

@@ -11,8 +11,9 @@ import torch
 from rtb_lab.baselines.importance import effective_sample_size, importance_from_trajectories
 from rtb_lab.baselines.rl import RLTrainer, reinforce_loss, rl_config
 from rtb_lab.cli import main
+from rtb_lab.compare import compare
 from rtb_lab.domains import toy2d
-from rtb_lab.evaluate import METHODS, METRICS, compare
+from rtb_lab.domains.toy2d.compare import METHODS, METRICS
 from rtb_lab.metrics import diversity, elbo
 from rtb_lab.train import TrainConfig
 

@@ -12,8 +12,8 @@ import torch
 from rtb_lab.baselines.guidance import sample_guided
 from rtb_lab.baselines.importance import importance_sample
 from rtb_lab.baselines.rl import RLTrainer, rl_config
+from rtb_lab.compare import RL_LR
 from rtb_lab.domains import toy2d
-from rtb_lab.evaluate import RL_LR
 from rtb_lab.train import TrainConfig
 
 CLAIM_CONFIG = TrainConfig(seed=0, batch_size=128, eval_every=0).with_steps(300)

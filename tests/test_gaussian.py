@@ -6,12 +6,14 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.distributions import Normal
 
 from rtb_lab.diffusion import (
     DDPM,
     EulerMaruyama,
     Trajectory,
+    TransitionFamily,
     gaussian_log_prob,
     sample_trajectories,
     sequential_log_prob,
@@ -98,34 +100,47 @@ def test_trajectory_rejects_bad_shapes():
         Trajectory(torch.zeros(4, 3, 2), cond=torch.zeros(3, 1))
 
 
-class _WiderSteps(torch.nn.Module):
-    """A policy with a learned-variance hook: the prior's drift, std times `factor`."""
+class _FlipChain(TransitionFamily):
+    """A non-Gaussian family: binary states that flip with the probability the network
+    outputs (as a logit), one independent coin per coordinate."""
 
-    def __init__(self, net, factor: float) -> None:
-        super().__init__()
-        self.net, self.factor = net, factor
+    num_steps = 3
 
-    def forward(self, x, t, cond=None):
-        return self.net(x, t, cond)
+    def time(self, k):
+        return k.float()
 
-    def std_scale(self, k, cond=None):
-        return torch.full(k.shape, self.factor)
+    def start(self, batch_size, event_shape, *, generator=None, device="cpu"):
+        return torch.zeros(batch_size, *event_shape, device=device)
+
+    def sample_step(self, net_out, x, k, *, explore=0.0, generator=None):
+        flip = torch.rand(x.shape, generator=generator) < torch.sigmoid(net_out + explore)
+        return torch.where(flip, 1 - x, x)
+
+    def log_prob(self, x_next, net_out, x, k):
+        flipped = (x_next != x).float()
+        per_dim = flipped * F.logsigmoid(net_out) + (1 - flipped) * F.logsigmoid(-net_out)
+        return per_dim.flatten(1).sum(1)
 
 
-def test_a_policy_std_scale_is_used_for_sampling_and_scoring(tiny_prior):
-    fam = EulerMaruyama(num_steps=2, sigma2=5.0)
-    policy = _WiderSteps(tiny_prior, 2.0)
-    traj = sample_trajectories(policy, fam, 20000, (2,), keep_log_pf=True,
-                               generator=torch.Generator().manual_seed(3))
-    # One step from x = 0 has std 2 * sqrt(sigma2 dt): variance 4 * 5 * 0.5 = 10.
-    assert float(traj.states[:, 1].var(0).mean()) == pytest.approx(4 * 5.0 * fam.dt, rel=0.03)
-    # Scoring by hand: N(x + f dt, (2 sqrt(sigma2 dt))^2) per step.
-    x, x_next, k = traj.states[:5, 0], traj.states[:5, 1], torch.zeros(5, dtype=torch.long)
-    with torch.no_grad():
-        mean = x + tiny_prior(x, fam.time(k), None) * fam.dt
-        by_hand = Normal(mean, 2.0 * math.sqrt(5.0 * fam.dt)).log_prob(x_next).sum(1)
-        torch.testing.assert_close(step_log_probs(policy, fam, Trajectory(traj.states[:5]))[:, 0],
-                                   by_hand)
-        few = Trajectory(traj.states[:50])
-        torch.testing.assert_close(trajectory_log_prob(policy, fam, few), traj.log_pf[:50])
-        torch.testing.assert_close(sequential_log_prob(policy, fam, few), traj.log_pf[:50])
+def _flip_logits(x, t, cond=None):
+    return 0.5 * t[:, None] - 1.0 + x  # the flip probability depends on state and time
+
+
+def test_the_sampler_and_scorer_only_use_the_family_interface():
+    family = _FlipChain()
+    traj = sample_trajectories(_flip_logits, family, 4000, (2,), keep_log_pf=True,
+                               generator=torch.Generator().manual_seed(0))
+    assert set(traj.states.unique().tolist()) <= {0.0, 1.0}
+    # First step from x = 0 at t = 0: flip probability sigmoid(-1) per coordinate.
+    assert float(traj.states[:, 1].mean()) == pytest.approx(float(torch.sigmoid(
+        torch.tensor(-1.0))), abs=0.02)
+    # Scored by hand: a product of Bernoulli probabilities over steps and coordinates.
+    by_hand = torch.zeros(5)
+    for k in range(3):
+        x, x_next = traj.states[:5, k], traj.states[:5, k + 1]
+        p_flip = torch.sigmoid(0.5 * k - 1.0 + x)
+        by_hand += torch.where(x_next != x, p_flip, 1 - p_flip).log().sum(1)
+    few = Trajectory(traj.states[:5])
+    torch.testing.assert_close(trajectory_log_prob(_flip_logits, family, few), by_hand)
+    torch.testing.assert_close(sequential_log_prob(_flip_logits, family, few), by_hand)
+    torch.testing.assert_close(traj.log_pf[:5], by_hand)

@@ -11,9 +11,13 @@ import pytest
 import torch
 
 from rtb_lab.baselines.guidance import GuidedEps
-from rtb_lab.checkpoint import CheckpointError
+from rtb_lab.checkpoint import CheckpointError, assets_dir
 from rtb_lab.diffusion import Trajectory, sample_trajectories, trajectory_log_prob
-from rtb_lab.domains import images, mnist, mnist_bank, mnist_prior, mnist_reward
+from rtb_lab.domains import mnist
+from rtb_lab.domains.mnist import bank as mnist_bank
+from rtb_lab.domains.mnist import data as images
+from rtb_lab.domains.mnist import prior as mnist_prior
+from rtb_lab.domains.mnist import reward as mnist_reward
 from rtb_lab.metrics import cosine_diversity, frechet_distance
 from rtb_lab.rtb import freeze
 from rtb_lab.train import TrainConfig
@@ -300,8 +304,7 @@ def test_prior_checkpoint_errors(tmp_path):
     with pytest.raises(CheckpointError):
         mnist_prior.load_prior(bad)
     with pytest.raises(CheckpointError, match="not an MNIST prior"):
-        mnist_prior.load_prior(mnist_reward.__file__.replace("domains/mnist_reward.py",
-                                                             "assets/toy2d_prior.safetensors"))
+        mnist_prior.load_prior(assets_dir() / "toy2d_prior.safetensors")
 
 
 # ---------------------------------------------------------------- DPS, metrics
@@ -429,7 +432,7 @@ def test_exact_metrics_are_the_importance_weighted_averages(unet_prior):
 
 # ----------------------------------------------------------------- guided posterior
 def _guided(prior, conditional=False, num_steps=5):
-    from rtb_lab.domains.mnist_guided import GuidedPosterior
+    from rtb_lab.domains.mnist.guided import GuidedPosterior
 
     classifier = freeze(mnist_reward.DigitClassifier(width=4))
     if conditional:
@@ -477,7 +480,7 @@ def test_conditional_guidance_uses_each_rows_set_and_beta(unet_prior):
                       mnist_reward.make_condition(1, 0.5, 1),
                       mnist_reward.make_condition("even", 1.0, 1)])
     torch.testing.assert_close(guided.scale(k, cond), torch.tensor([2.0 * 5, 0.5 * 4, 1.0 * 11]))
-    from rtb_lab.domains.mnist_guided import GuidedPosterior
+    from rtb_lab.domains.mnist.guided import GuidedPosterior
 
     with pytest.raises(ValueError, match="give classes"):  # single target without its set
         GuidedPosterior(mnist.LoRAPosterior(unet_prior, 2), unet_prior, guided._frozen[1])

@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rtb_lab.domains import mnist, mnist_bank, mnist_prior, mnist_reward
+from rtb_lab.domains import mnist
+from rtb_lab.domains.mnist import bank as mnist_bank
+from rtb_lab.domains.mnist import prior as mnist_prior
+from rtb_lab.domains.mnist import reward as mnist_reward
 
 N = 128
 

@@ -7,10 +7,11 @@ import math
 import pytest
 import torch
 
-from rtb_lab.checkpoint import CheckpointError
+from rtb_lab.checkpoint import MANIFEST, CheckpointError, assets_dir
 from rtb_lab.diffusion import sample_trajectories
 from rtb_lab.domains import toy2d
-from rtb_lab.domains.gmm import GaussianMixture, grid_mixture
+from rtb_lab.domains.toy2d import prior as toy2d_prior
+from rtb_lab.domains.toy2d.gmm import GaussianMixture, grid_mixture
 from rtb_lab.metrics import mass_in_modes, mode_weights, total_variation
 
 
@@ -107,11 +108,11 @@ def test_missing_and_corrupt_prior_files_are_refused(tmp_path):
 def test_shipped_prior_checksum_is_verified(tmp_path, monkeypatch):
     corrupt = tmp_path / "assets"
     corrupt.mkdir()
-    (corrupt / toy2d.MANIFEST).write_text((toy2d.assets_dir() / toy2d.MANIFEST).read_text())
-    data = bytearray((toy2d.assets_dir() / toy2d.PRIOR_ASSET).read_bytes())
+    (corrupt / MANIFEST).write_text((assets_dir() / MANIFEST).read_text())
+    data = bytearray((assets_dir() / toy2d.PRIOR_ASSET).read_bytes())
     data[-1] ^= 0xFF
     (corrupt / toy2d.PRIOR_ASSET).write_bytes(bytes(data))
-    monkeypatch.setattr(toy2d, "assets_dir", lambda: corrupt)
+    monkeypatch.setattr(toy2d_prior, "assets_dir", lambda: corrupt)
     with pytest.raises(CheckpointError, match="corrupt: sha256"):
         toy2d.load_prior()
 

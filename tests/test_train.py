@@ -226,33 +226,31 @@ def test_log_q_recorded_while_sampling_gives_the_same_gradient_and_replay_drops_
     assert Trajectory.cat([traj[:2], trainer.replay.sample(2)]).log_pf is None
 
 
-class _StdPolicy(torch.nn.Module):
-    """A posterior with learned per-step log-std factors (named log_std, as in mnist)."""
+class _ScaledDrift(torch.nn.Module):
+    """A posterior with a learned scalar (named guide*, like a guidance scale) on a fixed
+    extra drift toward (1, 1)."""
 
-    def __init__(self, prior, num_steps: int) -> None:
+    def __init__(self, prior) -> None:
         super().__init__()
         self.net = posterior_from_prior(prior)
-        self.log_std = torch.nn.Parameter(torch.zeros(num_steps))
+        self.guide = torch.nn.Parameter(torch.zeros(()))
 
     def forward(self, x, t, cond=None):
-        return self.net(x, t, cond)
-
-    def std_scale(self, k, cond=None):
-        return torch.exp(self.log_std[k])
+        return self.net(x, t, cond) + self.guide * torch.ones_like(x)
 
 
-def test_std_factors_get_their_own_learning_rate_and_learn(tiny_prior):
+def test_policy_scalars_get_their_own_learning_rate_and_learn(tiny_prior):
     config = TrainConfig(steps=4, batch_size=16, lr=1e-3, lr_end=1e-4, scalar_lr=2e-2,
                          eval_every=0, log_z_init_samples=8, grad_clip=1.0)
-    trainer = RTBTrainer(tiny_prior, _StdPolicy(tiny_prior, 8), EulerMaruyama(8),
+    trainer = RTBTrainer(tiny_prior, _ScaledDrift(tiny_prior), EulerMaruyama(8),
                          quadratic_log_reward, (2,), config)
     groups = trainer.optimizer.param_groups
     assert [len(g["params"]) for g in groups][1] == 1 and groups[1]["params"][0] is \
-        trainer.posterior.log_std
+        trainer.posterior.guide
     trainer.train(3, progress=False)  # the step-2 update used lr_at(2) and 20 x lr_at(2)
     assert groups[0]["lr"] == pytest.approx(config.lr_at(2))
     assert groups[1]["lr"] == pytest.approx(20 * config.lr_at(2))
-    assert float(trainer.posterior.log_std.detach().abs().min()) > 0
+    assert float(trainer.posterior.guide.detach().abs()) > 0
 
 
 def test_a_callback_can_replan_the_run_length(tiny_prior):

@@ -11,8 +11,12 @@ from torch import nn
 
 from rtb_lab.checkpoint import CheckpointError
 from rtb_lab.diffusion import policy_mean_std, sample_trajectories, trajectory_log_prob
-from rtb_lab.domains import images, mnist, mnist_prior, mnist_reward, mnist_value
-from rtb_lab.domains.mnist_guided import GuidedPosterior
+from rtb_lab.domains import mnist
+from rtb_lab.domains.mnist import data as images
+from rtb_lab.domains.mnist import prior as mnist_prior
+from rtb_lab.domains.mnist import reward as mnist_reward
+from rtb_lab.domains.mnist import value as mnist_value
+from rtb_lab.domains.mnist.guided import GuidedPosterior
 from rtb_lab.rtb import freeze
 
 

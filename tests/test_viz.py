@@ -12,8 +12,8 @@ import torch
 from matplotlib.figure import Figure
 
 from rtb_lab.diffusion import Trajectory
-from rtb_lab.domains.gmm import GaussianMixture, grid_mixture
 from rtb_lab.domains.toy2d import NINE_WEIGHTS, custom_target, get_target, mode_reward
+from rtb_lab.domains.toy2d.gmm import GaussianMixture, grid_mixture
 from rtb_lab.metrics import mode_weights, total_variation
 from rtb_lab.viz import widgets
 from rtb_lab.viz.animate import PALETTE, frame_steps, log_ratio_figure, trajectory_animation

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from rtb_lab.diffusion import GaussianFamily, Trajectory, sample_trajectories
+from rtb_lab.diffusion import Trajectory, TransitionFamily, sample_trajectories
 from rtb_lab.rtb import importance_log_z
 
 
@@ -68,7 +68,7 @@ def importance_from_trajectories(traj: Trajectory, beta: float) -> ImportanceRes
                             effective_sample_size(log_weights))
 
 
-def importance_sample(prior: nn.Module, family: GaussianFamily,
+def importance_sample(prior: nn.Module, family: TransitionFamily,
                       log_reward: Callable[[Tensor], Tensor], num_samples: int,
                       event_shape: tuple[int, ...], *, beta: float = 1.0,
                       generator: torch.Generator | None = None) -> ImportanceResult:

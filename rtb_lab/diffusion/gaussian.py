@@ -1,21 +1,22 @@
 """Gaussian transition families with fixed variance.
 
-A family turns a network's output at (x_k, k) into the mean and standard deviation
-of the Gaussian step ``p(x_{k+1} | x_k)``. Networks are called as
-``net(x: [N, *event], t: [N], cond: [N, C] | None) -> [N, *event]`` where ``t`` is
-the family's time value of step k (``family.time(k)``).
+A Gaussian family turns a network's output at (x_k, k) into the mean and standard
+deviation of the step ``p(x_{k+1} | x_k)`` (see `rtb_lab.diffusion.family` for the
+interface the sampler and scorer use).
 
 Exploration inflates the variance used for *sampling* only; trajectories are then
-scored under the un-inflated policy (off-policy RTB, DESIGN.md §1).
+scored under the un-inflated policy (off-policy RTB, docs/design.md).
 """
 
 from __future__ import annotations
 
 import math
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 
 import torch
 from torch import Tensor
+
+from rtb_lab.diffusion.family import TransitionFamily
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -40,20 +41,12 @@ def _per_row(values: Tensor, like: Tensor) -> Tensor:
     return values.view(-1, *([1] * (like.dim() - 1)))
 
 
-class GaussianFamily(ABC):
-    """A fixed-variance Gaussian transition family with `num_steps` steps."""
+class GaussianFamily(TransitionFamily):
+    """A fixed-variance Gaussian transition family with `num_steps` steps.
 
-    num_steps: int
-
-    @abstractmethod
-    def time(self, k: Tensor) -> Tensor:
-        """[N] network time input for integer step indices k ([N])."""
-
-    @abstractmethod
-    def start(self, batch_size: int, event_shape: tuple[int, ...], *,
-              generator: torch.Generator | None = None,
-              device: torch.device | str = "cpu") -> Tensor:
-        """[B, *event] initial states, shared by prior and posterior."""
+    Subclasses say how a network output becomes the step's mean and std (`mean_std`)
+    and how exploration widens it (`explore_std`); sampling and scoring follow.
+    """
 
     @abstractmethod
     def mean_std(self, net_out: Tensor, x: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
@@ -63,22 +56,16 @@ class GaussianFamily(ABC):
     def explore_std(self, std: Tensor, k: Tensor, explore: float) -> Tensor:
         """The inflated std used to sample step k with exploration level `explore`."""
 
-    def policy_mean_std(self, net_out: Tensor, x: Tensor, k: Tensor,
-                        std_scale: Tensor | None = None,
-                        mean_shift: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """`mean_std`, with the std multiplied per row by a policy's learned factor
-        `std_scale` [N] (None: the family's fixed std; see `policy_std_scale`) and
-        `mean_shift` [N, *event] added to the mean (None: no shift; see
-        `policy_mean_shift`)."""
+    def sample_step(self, net_out, x, k, *, explore=0.0, generator=None):
         mean, std = self.mean_std(net_out, x, k)
-        if mean_shift is not None:
-            mean = mean + mean_shift
-        return mean, std if std_scale is None else std * _per_row(std_scale, x)
+        if explore > 0:
+            std = self.explore_std(std, k, explore)
+        # CPU noise moved to the device: the same seed gives the same samples everywhere.
+        noise = torch.randn(mean.shape, generator=generator).to(mean.device)
+        return mean + std * noise
 
-    def log_prob(self, x_next: Tensor, net_out: Tensor, x: Tensor, k: Tensor,
-                 std_scale: Tensor | None = None) -> Tensor:
-        """[N] log p(x_next | x, step k) under the un-inflated policy."""
-        return gaussian_log_prob(x_next, *self.policy_mean_std(net_out, x, k, std_scale))
+    def log_prob(self, x_next, net_out, x, k):
+        return gaussian_log_prob(x_next, *self.mean_std(net_out, x, k))
 
 
 class EulerMaruyama(GaussianFamily):

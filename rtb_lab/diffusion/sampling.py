@@ -1,8 +1,9 @@
 """Sampling whole trajectories and scoring them, step by step or batched.
 
 `sample_trajectories` is the unrolled loop a reader can follow. `step_log_probs`
-scores a detached trajectory in ONE batched network call over B x T states,
-which is the main speed lever of RTB (DESIGN.md §1).
+scores a detached trajectory in ONE batched network call over B x T states, which
+is the main speed lever of RTB (docs/design.md). Both only call the transition
+family (`rtb_lab.diffusion.family.TransitionFamily`), never a Gaussian formula.
 """
 
 from __future__ import annotations
@@ -12,47 +13,14 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from rtb_lab.diffusion.gaussian import GaussianFamily, gaussian_log_prob
+from rtb_lab.diffusion.family import TransitionFamily
 from rtb_lab.diffusion.trajectory import Trajectory
 
-DriftNet = Callable[[Tensor, Tensor, Tensor | None], Tensor] | nn.Module
-
-
-def policy_std_scale(net: DriftNet, k: Tensor, cond: Tensor | None) -> Tensor | None:
-    """[N] factor a policy applies to the family's std at steps k, or None (fixed std).
-
-    A policy with a learned variance defines ``net.std_scale(k [N], cond) -> [N]``;
-    priors and plain networks do not, and keep the family's fixed variance.
-    """
-    scale = getattr(net, "std_scale", None)
-    return None if scale is None else scale(k, cond)
-
-
-def policy_mean_shift(net: DriftNet, x: Tensor, k: Tensor, cond: Tensor | None
-                      ) -> Tensor | None:
-    """[N, *event] shift a policy adds to the family's mean at states x and steps k, or
-    None (no shift).
-
-    A policy that moves the step's mean directly (value guidance with look-ahead,
-    `mnist_guided.GuidedPosterior`) defines ``net.mean_shift(x, k, cond)``; it must not
-    depend on the trajectory's next state, only on (x, k, cond).
-    """
-    shift = getattr(net, "mean_shift", None)
-    return None if shift is None else shift(x, k, cond)
-
-
-def policy_mean_std(net: DriftNet, family: GaussianFamily, x: Tensor, k: Tensor,
-                    cond: Tensor | None, t: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Mean [N, *event] and un-inflated std of the policy `net`'s step k from states x:
-    the network's output through the family, with the policy's own std factor and mean
-    shift where it defines them. `t` is ``family.time(k)`` when the caller has it."""
-    net_out = net(x, family.time(k) if t is None else t, cond)
-    return family.policy_mean_std(net_out, x, k, policy_std_scale(net, k, cond),
-                                  policy_mean_shift(net, x, k, cond))
+PolicyNet = Callable[[Tensor, Tensor, Tensor | None], Tensor] | nn.Module
 
 
 @torch.no_grad()
-def sample_trajectories(net: DriftNet, family: GaussianFamily, batch_size: int,
+def sample_trajectories(net: PolicyNet, family: TransitionFamily, batch_size: int,
                         event_shape: tuple[int, ...], *, cond: Tensor | None = None,
                         explore: float = 0.0, generator: torch.Generator | None = None,
                         device: torch.device | str = "cpu", keep_log_pf: bool = False
@@ -60,16 +28,16 @@ def sample_trajectories(net: DriftNet, family: GaussianFamily, batch_size: int,
     """Sample B trajectories from the policy `net`, optionally with exploration noise.
 
     Args:
-        net: the policy network, ``net(x [B, *event], t [B], cond) -> [B, *event]``.
-        family: the transition family (how net outputs become Gaussian steps).
+        net: the policy network, ``net(x [B, *event], t [B], cond) -> out`` (see the family).
+        family: the transition family (how net outputs become steps).
         batch_size: B.
         event_shape: shape of one state, e.g. (2,) or (1, 28, 28).
         cond: [B, C] condition passed to the network, or None.
-        explore: variance inflation used for sampling only (0 = on-policy).
+        explore: exploration level used for sampling only (0 = on-policy).
         generator: CPU generator for reproducible noise.
         device: where the network lives.
-        keep_log_pf: also record log `net`(tau) [B] at the un-inflated std, from the means
-            computed anyway (saves the trainer a scoring pass).
+        keep_log_pf: also record log `net`(tau) [B] under the un-explored policy, from
+            the network outputs computed anyway (saves the trainer a scoring pass).
 
     Returns:
         A detached Trajectory with states [B, T+1, *event] (and log_pf if asked).
@@ -81,19 +49,16 @@ def sample_trajectories(net: DriftNet, family: GaussianFamily, batch_size: int,
     log_pf = torch.zeros(batch_size, device=device) if keep_log_pf else None
     for k in range(family.num_steps):
         steps = all_steps[k].expand(batch_size)
-        mean, policy_std = policy_mean_std(net, family, x, steps, cond,
-                                           all_times[k].expand(batch_size))
-        std = family.explore_std(policy_std, steps, explore) if explore > 0 else policy_std
-        noise = torch.randn(x.shape, generator=generator).to(device)
-        x_next = mean + std * noise
+        net_out = net(x, all_times[k].expand(batch_size), cond)
+        x_next = family.sample_step(net_out, x, steps, explore=explore, generator=generator)
         if log_pf is not None:  # the policy's own log-prob: exploration changes x, not q
-            log_pf += gaussian_log_prob(x_next, mean, policy_std)
+            log_pf += family.log_prob(x_next, net_out, x, steps)
         x = x_next
         states.append(x)
     return Trajectory(torch.stack(states, 1), cond=cond, log_pf=log_pf)
 
 
-def step_log_probs(net: DriftNet, family: GaussianFamily, traj: Trajectory,
+def step_log_probs(net: PolicyNet, family: TransitionFamily, traj: Trajectory,
                    steps: range | Tensor | None = None) -> Tensor:
     """Per-step log-probs of a detached trajectory under `net`, in one batched call.
 
@@ -114,8 +79,8 @@ def step_log_probs(net: DriftNet, family: GaussianFamily, traj: Trajectory,
     x_next = traj.states[:, index + 1].flatten(0, 1)
     k = index.repeat(batch)
     cond = None if traj.cond is None else traj.cond.repeat_interleave(n_steps, 0)
-    log_probs = gaussian_log_prob(x_next, *policy_mean_std(net, family, x_now, k, cond))
-    return log_probs.view(batch, n_steps)
+    net_out = net(x_now, family.time(k), cond)
+    return family.log_prob(x_next, net_out, x_now, k).view(batch, n_steps)
 
 
 def chunked_steps(num_steps: int, chunk_steps: int | None) -> list[range]:
@@ -124,14 +89,14 @@ def chunked_steps(num_steps: int, chunk_steps: int | None) -> list[range]:
     return [range(s, min(s + size, num_steps)) for s in range(0, num_steps, size)]
 
 
-def trajectory_log_prob(net: DriftNet, family: GaussianFamily, traj: Trajectory,
+def trajectory_log_prob(net: PolicyNet, family: TransitionFamily, traj: Trajectory,
                         chunk_steps: int | None = None) -> Tensor:
     """[B] total log-probability of each trajectory, scoring `chunk_steps` steps per call."""
     return sum(step_log_probs(net, family, traj, r).sum(1)
                for r in chunked_steps(traj.num_steps, chunk_steps))
 
 
-def sequential_log_prob(net: DriftNet, family: GaussianFamily, traj: Trajectory) -> Tensor:
+def sequential_log_prob(net: PolicyNet, family: TransitionFamily, traj: Trajectory) -> Tensor:
     """[B] the same total as `trajectory_log_prob`, one network call per step.
 
     The textbook loop, kept as the reference the batched path is tested and
@@ -141,6 +106,5 @@ def sequential_log_prob(net: DriftNet, family: GaussianFamily, traj: Trajectory)
     for k in range(traj.num_steps):
         x, x_next = traj.states[:, k], traj.states[:, k + 1]
         steps = torch.full((traj.batch_size,), k, device=x.device)
-        total = total + gaussian_log_prob(x_next, *policy_mean_std(net, family, x, steps,
-                                                                   traj.cond))
+        total = total + family.log_prob(x_next, net(x, family.time(steps), traj.cond), x, steps)
     return total

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from rtb_lab.diffusion import Trajectory
-from rtb_lab.domains.images import to_pixels
+from rtb_lab.domains.mnist.data import to_pixels
 from rtb_lab.viz.widgets import beta_slider, format_metrics, show_in
 
 DIGITS = tuple(range(10))

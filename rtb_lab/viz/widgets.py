@@ -20,8 +20,8 @@ from IPython.display import Image, clear_output, display
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from rtb_lab.domains.gmm import GaussianMixture
 from rtb_lab.domains.toy2d import GridTruth, custom_target, finetune, mode_reward
+from rtb_lab.domains.toy2d.gmm import GaussianMixture
 from rtb_lab.metrics import mode_weights, total_variation
 from rtb_lab.train import TrainConfig
 from rtb_lab.viz.plots import compare_panels, plot_density, plot_samples, plot_training

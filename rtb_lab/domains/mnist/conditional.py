@@ -1,9 +1,5 @@
-"""MNIST: RTB fine-tuning of the DDPM prior with LoRA, for one class set or amortised.
-
-The posteriors (`mnist_posterior`) are copies of the prior's UNet with LoRA adapters
-(peft) on every ResNet convolution and time projection, zero-initialised, so a fresh
-posterior is exactly the prior. The prior itself stays frozen. This module builds
-the trainers, the evaluation metrics and the samplers the notebook uses.
+"""One MNIST posterior conditioned on (class set, beta): its trainer, its sampler,
+and the fallback to the exact posterior where it was not trained.
 """
 
 from __future__ import annotations
@@ -16,27 +12,19 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rtb_lab.config import is_fast
 from rtb_lab.diffusion import sample_trajectories
-from rtb_lab.domains import mnist_bank
-from rtb_lab.domains.images import load_mnist
-from rtb_lab.domains.mnist_guided import GuidedPosterior
-from rtb_lab.domains.mnist_posterior import (  # noqa: F401  (re-exported)
+from rtb_lab.domains.mnist import bank as mnist_bank
+from rtb_lab.domains.mnist.evaluation import evaluate_images
+from rtb_lab.domains.mnist.guided import GuidedPosterior
+from rtb_lab.domains.mnist.io import load_conditional_posterior
+from rtb_lab.domains.mnist.posterior import (
     BETA_RANGE,
-    CONDITIONAL_ASSET,
-    CONDITIONAL_LORA_ASSET,
-    EVEN_ASSET,
     TRAIN_SETS,
     LoRAPosterior,
     SetExpertPosterior,
-    load_conditional_posterior,
-    load_posterior,
-    make_posterior,
-    save_posterior,
-    scale_adapter,
     warm_start,
 )
-from rtb_lab.domains.mnist_prior import (
+from rtb_lab.domains.mnist.prior import (
     IMAGE_SHAPE,
     NUM_STEPS,
     EpsNet,
@@ -44,36 +32,20 @@ from rtb_lab.domains.mnist_prior import (
     load_prior,
     make_family,
 )
-from rtb_lab.domains.mnist_reward import (
+from rtb_lab.domains.mnist.reward import (
     DigitClassifier,
-    class_mask,
     class_set_reward,
     conditional_reward,
     load_classifier,
     make_condition,
     parse_classes,
-    set_log_prob,
     split_condition,
 )
-from rtb_lab.domains.mnist_value import (  # noqa: F401
-    CHAIN_VALUE_ASSET,
-    VALUE_ASSET,
-    NoisyClassifier,
-    load_noisy_classifier,
-    value_network,
-)
-from rtb_lab.metrics import cosine_diversity, frechet_distance
+from rtb_lab.domains.mnist.trainer import MNIST_CONFIG
+from rtb_lab.domains.mnist.value import NoisyClassifier
 from rtb_lab.resample import resample_posterior
-from rtb_lab.rtb import check_beta
 from rtb_lab.train import RTBTrainer, TrainConfig
 
-# RTB on MNIST: batch 32 of T = 20 steps, gradient through 5 random steps of the 20
-# (unbiased): ~3.5 s per iteration on 1 CPU core. lr 3e-3 reached 76% even digits
-# after 60 steps where 1e-3 reached 64% (measured from the shipped prior), but then
-# oscillates (68-83%), hence the cosine decay to 3e-4 over the run.
-MNIST_CONFIG = TrainConfig(steps=300, batch_size=32, lr=3e-3, lr_end=3e-4, log_z_lr=0.1,
-                           explore=0.2, explore_hold=20, explore_end=100, chunk_steps=10,
-                           grad_steps=5, grad_clip=1.0, log_z_init_samples=256, eval_every=50)
 # The conditional posterior (sized for a GPU): VarGrad within each of 12 groups of 64
 # trajectories, one group per trained class set, each with its own beta. Every set owns
 # its LoRA block, so each block sees the batch a single-target run would (64, not 32).
@@ -98,13 +70,6 @@ def conditional_config(steps: int | None = None, per_set_batch: int | None = Non
     return replace(config, explore=0.0) if warm else config
 
 
-def train_config(fast: bool | None = None) -> TrainConfig:
-    """MNIST_CONFIG, or its short version in fast mode (RTB_LAB_FAST / CI)."""
-    fast = is_fast() if fast is None else fast
-    return replace(MNIST_CONFIG.with_steps(15), eval_every=0) if fast else MNIST_CONFIG
-
-
-# ------------------------------------------------------------------ trainers
 def sample_conditions(sets: Iterable[tuple[int, ...]] = TRAIN_SETS,
                       beta_range: tuple[float, float] = BETA_RANGE
                       ) -> Callable[[int, torch.Generator], Tensor]:
@@ -122,33 +87,6 @@ def sample_conditions(sets: Iterable[tuple[int, ...]] = TRAIN_SETS,
                                                                             strict=True)])
 
     return draw
-
-
-def make_trainer(classes: str | int | Iterable[int] = "even", beta: float = 1.0,
-                 config: TrainConfig | None = None, *, prior: EpsNet | None = None,
-                 classifier: DigitClassifier | None = None, rank: int = 8,
-                 num_steps: int = NUM_STEPS, out_dir: str | Path | None = None,
-                 evaluator: Callable[[RTBTrainer], dict[str, float]] | None = None,
-                 value: NoisyClassifier | None = None, init_scale: float = 1.0,
-                 lookahead: bool = False) -> RTBTrainer:
-    """An RTB trainer for p(x) r_S(x)^beta, r_S(x) = max_{c in S} p(c | x).
-
-    The policy is a rank-`rank` LoRA posterior; with a `value` network, a value-guided
-    `mnist_guided.GuidedPosterior` around it whose per-step scales start at `init_scale`
-    (`lookahead`: its mean-shift form, see `GuidedPosterior`).
-    """
-    check_beta(beta)
-    prior = prior or load_prior()
-    classifier = classifier or load_classifier()
-    config = replace(config or MNIST_CONFIG, beta=beta)
-    reward = class_set_reward(classifier, parse_classes(classes))
-    posterior = make_posterior(prior, rank)
-    if value is not None:
-        posterior = GuidedPosterior(posterior, prior, None, classes, beta, num_steps,
-                                    value=value, init_scale=init_scale, lookahead=lookahead)
-    return RTBTrainer(prior, posterior, make_family(num_steps),
-                      lambda x: reward(decode(prior, x)), IMAGE_SHAPE, config,
-                      evaluator=evaluator, out_dir=out_dir)
 
 
 def make_conditional_trainer(config: TrainConfig | None = None, *,
@@ -200,88 +138,6 @@ def make_conditional_trainer(config: TrainConfig | None = None, *,
                                                seed=config.seed + 100, num_steps=num_steps)
     return mnist_bank.PriorBankTrainer(*args, **kwargs, bank=bank, bank_log_probs=log_probs,
                                        bank_per_group=bank_per_group)
-
-
-def conditional_evaluator(classifier: DigitClassifier,
-                          targets: Iterable[tuple[str | int, float]] = (("even", 1.0), (1, 1.0),
-                                                                        (3, 1.0)),
-                          num_samples: int = 256) -> Callable[[RTBTrainer], dict[str, float]]:
-    """An evaluator for a conditional trainer: ``in_set/<set>@<beta>`` and
-    ``log_r/<set>@<beta>`` from `num_samples` posterior samples per target."""
-
-    def evaluate(trainer: RTBTrainer) -> dict[str, float]:
-        metrics = {}
-        for classes, beta in targets:
-            cond = make_condition(classes, beta, num_samples).to(trainer.device)
-            x = decode(trainer.prior, trainer.sample(num_samples, cond=cond).x)
-            found = evaluate_images(x, classes, classifier)
-            metrics[f"in_set/{classes}@{beta:g}"] = found["in_set"]
-            metrics[f"log_r/{classes}@{beta:g}"] = found["mean_log_reward"]
-        return metrics
-
-    return evaluate
-
-
-# ------------------------------------------------------------------ evaluation
-@torch.no_grad()
-def evaluate_images(x: Tensor, classes: str | int | Iterable[int], classifier: DigitClassifier,
-                    reference: Tensor | None = None) -> dict[str, float]:
-    """The paper's metrics for samples x [N, 1, 28, 28] and a target class set.
-
-    Returns:
-        mean_log_reward (E[log r]), in_set (share classified in the set), diversity
-        (mean pairwise cosine distance of classifier features) and, with `reference`
-        images of the target classes, fid (Frechet distance of those features).
-    """
-    mask = class_mask(classes)
-    features = classifier.features(x)
-    log_p = torch.log_softmax(classifier.head(features), 1)
-    log_r = set_log_prob(log_p, mask)
-    metrics = {"mean_log_reward": float(log_r.mean()),
-               "in_set": float(mask.to(x.device)[log_p.argmax(1)].mean()),
-               "diversity": cosine_diversity(features)}
-    if reference is not None:
-        metrics["fid"] = frechet_distance(features, classifier.features(reference.to(x.device)))
-    return metrics
-
-
-def target_images(classes: str | int | Iterable[int], split: str = "test",
-                  limit: int = 1000) -> Tensor:
-    """Real images of the target classes (the FID reference), [N, 1, 28, 28]."""
-    data = load_mnist(split, verbose=False)
-    images, labels = data.tensors()
-    keep = class_mask(classes)[labels] > 0.5
-    return images[keep][:limit]
-
-
-def make_evaluator(classes: str | int | Iterable[int], classifier: DigitClassifier,
-                   num_samples: int = 256, cond: Tensor | None = None
-                   ) -> Callable[[RTBTrainer], dict[str, float]]:
-    """An evaluator for RTBTrainer: metrics of `num_samples` posterior samples."""
-    reference = target_images(classes)
-
-    def evaluate(trainer: RTBTrainer) -> dict[str, float]:
-        rows = None if cond is None else cond.expand(num_samples, -1)
-        x = decode(trainer.prior, trainer.sample(num_samples, cond=rows).x)
-        return evaluate_images(x, classes, classifier, reference)
-
-    return evaluate
-
-
-def finetune(classes: str | int | Iterable[int] = "even", beta: float = 1.0,
-             config: TrainConfig | None = None, *, prior: EpsNet | None = None,
-             classifier: DigitClassifier | None = None, out_dir: str | Path | None = None,
-             progress: bool = True) -> RTBTrainer:
-    """Fine-tune the prior towards p(x) r_S(x)^beta with RTB and return the trainer.
-
-    Evaluates E[log r], the in-set share, diversity and feature FID every eval_every steps.
-    """
-    classifier = classifier or load_classifier()
-    trainer = make_trainer(classes, beta, config or train_config(), prior=prior,
-                           classifier=classifier, out_dir=out_dir,
-                           evaluator=make_evaluator(classes, classifier))
-    trainer.train(progress=progress)
-    return trainer
 
 
 def conditional_sampler(posterior: LoRAPosterior, prior: EpsNet, num_steps: int = NUM_STEPS,
@@ -372,9 +228,3 @@ class AmortisedOrExact:
         exact = self.bank.exact_metrics(classes, self.last_beta)
         return {"drawn by": self.source, **evaluate_images(x, classes, self.classifier),
                 "exact in_set": exact["in_set"], "bank ESS": exact["ess"]}
-
-
-def set_evaluator(classifier: DigitClassifier
-                  ) -> Callable[[str | int | Iterable[int], Tensor], dict[str, float]]:
-    """``evaluate(classes, x) -> {in_set, mean_log_reward, diversity}`` (no FID: fast)."""
-    return lambda classes, x: evaluate_images(x, classes, classifier)

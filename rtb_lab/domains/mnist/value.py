@@ -31,8 +31,8 @@ from torch import Tensor, nn
 
 from rtb_lab.checkpoint import CheckpointError, load_module, save_weights
 from rtb_lab.diffusion import sample_trajectories
-from rtb_lab.domains.images import ImageSet, load_mnist
-from rtb_lab.domains.mnist_prior import (
+from rtb_lab.domains.mnist.data import ImageSet, load_mnist
+from rtb_lab.domains.mnist.prior import (
     END_TIME,
     IMAGE_SHAPE,
     NUM_STEPS,
@@ -43,7 +43,7 @@ from rtb_lab.domains.mnist_prior import (
     make_scheduler,
     sample_images,
 )
-from rtb_lab.domains.mnist_reward import NUM_CLASSES, DigitClassifier, fit_classifier
+from rtb_lab.domains.mnist.reward import NUM_CLASSES, DigitClassifier, fit_classifier
 from rtb_lab.rtb import freeze
 
 VALUE_ASSET = "mnist_value.safetensors"  # forward-noised images (`chains=0`)

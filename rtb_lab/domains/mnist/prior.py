@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from rtb_lab.checkpoint import CheckpointError, load_weights, save_weights, sha256_of, shipped_asset
 from rtb_lab.diffusion import DDPM
-from rtb_lab.domains.images import ImageSet, load_mnist
+from rtb_lab.domains.mnist.data import ImageSet, load_mnist
 from rtb_lab.rtb import freeze
 
 IMAGE_SHAPE = (1, 28, 28)

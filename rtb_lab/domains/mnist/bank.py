@@ -17,8 +17,8 @@ from torch import Tensor
 
 from rtb_lab.baselines.importance import effective_sample_size
 from rtb_lab.diffusion import Trajectory, sample_trajectories
-from rtb_lab.domains.mnist_prior import IMAGE_SHAPE, NUM_STEPS, EpsNet, decode, make_family
-from rtb_lab.domains.mnist_reward import (
+from rtb_lab.domains.mnist.prior import IMAGE_SHAPE, NUM_STEPS, EpsNet, decode, make_family
+from rtb_lab.domains.mnist.reward import (
     DigitClassifier,
     class_mask,
     set_log_prob,

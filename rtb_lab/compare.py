@@ -1,6 +1,6 @@
 """Compare RTB with its baselines at an equal budget of network evaluations.
 
-    table = compare("toy2d", seeds=3, budget=FAST_BUDGET)
+    table = compare("toy2d", seeds=3)  # any name in rtb_lab.domains.names()
     print(table.to_markdown()); table.to_csv("compare.csv"); table.plot().savefig("compare.png")
 
 One *network evaluation* is one row passed through the prior's network or a copy of it
@@ -9,6 +9,9 @@ network is inherited by every copy made from it (the posterior), so everything a
 computes is charged: RTB and RL spend the budget on training and then draw
 `FINAL_SAMPLES` samples; guidance, DPS and importance sampling spend it all on
 particles. Metrics are computed afterwards, uncharged.
+
+This module is the harness only: each domain's methods live in its own
+``compare.py`` and reach the harness through `rtb_lab.domain.Domain.compare_runners`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from __future__ import annotations
 import csv
 import math
 import statistics
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,28 +27,14 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from rtb_lab.baselines.guidance import GuidedDrift
-from rtb_lab.baselines.importance import importance_from_trajectories
-from rtb_lab.baselines.rl import RLTrainer, rl_config
-from rtb_lab.diffusion import Trajectory, sample_trajectories, trajectory_log_prob
-from rtb_lab.diffusion.sampling import DriftNet
-from rtb_lab.domains import toy2d
-from rtb_lab.metrics import diversity, elbo, log_z_error, mean_log_reward
-from rtb_lab.train import RTBTrainer, TrainConfig
+from rtb_lab import domains
+from rtb_lab.baselines.rl import RLTrainer
+from rtb_lab.diffusion import PolicyNet, Trajectory
+from rtb_lab.train import RTBTrainer
 
-METHODS = ("rtb", "guidance", "dps", "dpok", "ddpo", "importance")
-DOMAINS = ("toy2d", "mnist")
-METRICS = ("tv", "mass_in_modes", "modes_covered", "mean_log_r", "diversity", "log_z",
-           "log_z_err", "elbo", "evals", "seconds")
-PLOT_METRICS = {"toy2d": ("tv", "modes_covered", "mean_log_r", "diversity"),
-                "mnist": ("mean_log_r", "in_set", "diversity", "fid")}
-# Budget of RTB at batch 128 for about 150 steps (3 passes of B*T rows per step), and 5x.
-FAST_BUDGET = 6_000_000
-FULL_BUDGET = 30_000_000
-FINAL_SAMPLES = 2000
+FINAL_SAMPLES = 2000  # samples a trained method draws at the end (domains may pass fewer)
 SAMPLING_CHUNK = 4096
 PROBE_SAMPLES = 64
-TRAIN_BATCH = 128
 RL_LR = 3e-4  # REINFORCE collapses even with alpha = 1 at RTB's 1e-3..3e-3 (measured)
 DPOK_KL_WEIGHT = 1.0  # alpha = beta: the optimum of KL-regularised RL is the posterior
 
@@ -84,7 +72,7 @@ class RunResult:
     """What one method produced under the budget."""
 
     traj: Trajectory  # final samples with log r attached
-    policy: DriftNet  # the process that generated them (for the ELBO)
+    policy: PolicyNet  # the process that generated them (for the ELBO)
     log_z: float | None  # the method's own log Z estimate (None: use the ELBO)
     elbo: float | None = None  # None: computed from traj under policy and prior
     extra: dict[str, float] = field(default_factory=dict)
@@ -129,92 +117,6 @@ def train_within(trainer: RTBTrainer, budget: int, counter: EvalCounter,
     return RunResult(traj, trainer.posterior, log_z, extra={"steps": float(trainer.step)})
 
 
-def _run_rtb(target, prior, budget, seed, counter):
-    config = TrainConfig(seed=seed, batch_size=TRAIN_BATCH, eval_every=0)
-    return train_within(toy2d.make_trainer(target, config, prior=prior), budget, counter)
-
-
-def _run_rl(kl_weight: float):
-    def run(target, prior, budget, seed, counter):
-        config = rl_config(TrainConfig(seed=seed, batch_size=TRAIN_BATCH, lr=RL_LR,
-                                       eval_every=0))
-        trainer = toy2d.make_trainer(target, config, prior=prior, trainer_cls=RLTrainer,
-                                     kl_weight=kl_weight)
-        return train_within(trainer, budget, counter)
-    return run
-
-
-def _run_guidance(denoise: bool):
-    def run(target, prior, budget, seed, counter):
-        family = toy2d.make_family()
-        guided = GuidedDrift(prior, target.checked_log_reward, family.sigma2, target.beta,
-                             denoise)
-
-        def draw(n, generator):
-            traj = sample_trajectories(guided, family, n, (2,), generator=generator)
-            return traj.with_log_reward(target.checked_log_reward(traj.x))
-
-        traj = spend_on_samples(draw, budget, counter, torch.Generator().manual_seed(seed))
-        return RunResult(traj, guided, None)
-    return run
-
-
-def _run_importance(target, prior, budget, seed, counter):
-    family, generator = toy2d.make_family(), torch.Generator().manual_seed(seed)
-
-    def draw(n, gen):
-        traj = sample_trajectories(prior, family, n, (2,), generator=gen)
-        return traj.with_log_reward(target.checked_log_reward(traj.x))
-
-    result = importance_from_trajectories(spend_on_samples(draw, budget, counter, generator),
-                                          target.beta)
-    # Resampled final states stand in for the weighted particles in the sample metrics.
-    resampled = result.resample_trajectories(FINAL_SAMPLES, generator)
-    # The ELBO of the proposal (the prior itself) is E_p[beta log r].
-    return RunResult(resampled, prior, result.log_z,
-                     float(result.log_weights.double().mean()),
-                     {"ess": result.ess, "ess_fraction": result.ess_fraction})
-
-
-RUNNERS = {"rtb": _run_rtb, "guidance": _run_guidance(False), "dps": _run_guidance(True),
-           "dpok": _run_rl(DPOK_KL_WEIGHT), "ddpo": _run_rl(0.0), "importance": _run_importance}
-
-
-def run_method(method: str, target: toy2d.Toy2DTarget, budget: int, seed: int
-               ) -> dict[str, float]:
-    """Run one method on a toy target within `budget` network evaluations; return metrics."""
-    return run_method_with_samples(method, target, budget, seed)[0]
-
-
-def run_method_with_samples(method: str, target: toy2d.Toy2DTarget, budget: int, seed: int
-                            ) -> tuple[dict[str, float], Tensor]:
-    """As `run_method`, also returning the method's final samples x [N, 2]."""
-    torch.manual_seed(seed)
-    prior = toy2d.load_prior()
-    counter = EvalCounter()
-    counter.attach(prior.net)
-    started = time.perf_counter()
-    result = RUNNERS[method](target, prior, budget, seed, counter)
-    seconds = time.perf_counter() - started
-    traj, lower_bound = result.traj, result.elbo
-    if lower_bound is None:
-        with counter.paused(), torch.no_grad():
-            family = toy2d.make_family()
-            scored = traj[:FINAL_SAMPLES]  # guidance keeps many more particles than this
-            lower_bound = elbo(trajectory_log_prob(result.policy, family, scored),
-                               trajectory_log_prob(prior, family, scored), scored.log_reward,
-                               target.beta)
-    log_z = lower_bound if result.log_z is None else result.log_z
-    found = target.evaluate(traj.x, log_z)
-    metrics = {"tv": found["tv"], "mass_in_modes": found["mass_in_modes"],
-               "modes_covered": found["modes_covered"],
-               "mean_log_r": mean_log_reward(traj.log_reward), "diversity": diversity(traj.x),
-               "log_z": log_z, "log_z_err": log_z_error(log_z, found["log_z_true"]),
-               "elbo": lower_bound, "evals": float(counter.count), "seconds": seconds,
-               **result.extra}
-    return metrics, traj.x
-
-
 @dataclass
 class Table:
     """Per-method, per-metric values over seeds; prints as mean ± std.
@@ -227,9 +129,10 @@ class Table:
 
     values: dict[str, dict[str, list[float]]]
     budget: int
-    samples: dict[str, Tensor] = field(default_factory=dict)  # method -> seed 0's x [N, ...]
-    metrics: tuple[str, ...] = METRICS  # the columns, in order
-    domain: str = "toy2d"
+    samples: dict[str, Tensor]  # method -> seed 0's x [N, ...]
+    metrics: tuple[str, ...]  # the columns, in order
+    domain: str
+    plot_metrics: tuple[str, ...] = ()  # what `plot` draws (default: the first four)
 
     def summary(self) -> dict[str, dict[str, dict[str, float]]]:
         """{method: {metric: {"mean": m, "std": s}}} (std 0 for a single seed)."""
@@ -270,7 +173,7 @@ class Table:
         from matplotlib.figure import Figure
 
         if metrics is None:
-            metrics = PLOT_METRICS.get(self.domain, self.metrics[:4])
+            metrics = self.plot_metrics or self.metrics[:4]
         summary = self.summary()
         methods = list(summary)
         figure = Figure(figsize=(3.2 * len(metrics), 3.0), layout="constrained")
@@ -317,33 +220,27 @@ def run_all(methods: tuple[str, ...], seeds: int,
 def compare(domain: str = "toy2d", methods: tuple[str, ...] | None = None, seeds: int = 3,
             budget: int | None = None, target: str | None = None,
             progress: Callable[[str], None] | None = None) -> Table:
-    """Run every method over `seeds` seeds with the same network-evaluation budget.
+    """Run every method of a domain over `seeds` seeds with the same evaluation budget.
 
     Args:
-        domain: "toy2d" or "mnist" (see `rtb_lab.evaluate_mnist`).
-        methods: names in `METHODS` (default: all of the domain's).
+        domain: a registered domain name (`rtb_lab.domains.names()`).
+        methods: names in the domain's `methods` (default: all of them).
         seeds: number of seeds (0, 1, ..., seeds - 1).
-        budget: network evaluations per method and seed (default: the fast budget).
-        target: a toy2d target name, or an MNIST class set ("even", "3", ...).
+        budget: network evaluations per method and seed (default: the domain's fast budget).
+        target: a target name of the domain (default: its `default_target`).
         progress: called with a line after each run (e.g. print).
 
     Raises:
         KeyError: unknown domain, method or target (naming the valid choices).
         ValueError: seeds <= 0, budget <= 0, or a budget too small for a method.
     """
-    if domain not in DOMAINS:
-        raise KeyError(f"unknown domain {domain!r}; choose one of {list(DOMAINS)}")
-    if domain == "mnist":
-        from rtb_lab import evaluate_mnist
-
-        return evaluate_mnist.compare(methods, seeds, budget, target, progress)
-    methods = METHODS if methods is None else methods
-    budget = FAST_BUDGET if budget is None else budget
-    target = target or "25to9"
-    check_compare_args(methods, RUNNERS, seeds, budget)
-    toy_target = toy2d.get_target(target)
+    found = domains.get(domain)
+    runners = found.compare_runners()
+    methods = found.methods if methods is None else tuple(methods)
+    budget = found.budgets[0] if budget is None else budget
+    check_compare_args(methods, runners, seeds, budget)
+    chosen = found.make_target(target or found.default_target)
     values, samples = run_all(
-        methods, seeds, lambda method, seed: run_method_with_samples(method, toy_target, budget,
-                                                                     seed),
-        lambda metrics: f"tv {metrics['tv']:.3f}", progress)
-    return Table(values, budget, samples)
+        methods, seeds, lambda method, seed: runners[method](chosen, budget, seed),
+        found.describe, progress)
+    return Table(values, budget, samples, found.metrics, found.name, found.plot_metrics)

@@ -1,4 +1,4 @@
-"""The 2D toy domain: Gaussian-mixture priors, rewards, and the exact posterior.
+"""The 2D toy targets: Gaussian-mixture priors, rewards, and the exact posterior.
 
 Everything is known here, so every run reports its gap to the truth:
 
@@ -7,66 +7,24 @@ Everything is known here, so every run reports its gap to the truth:
   posterior density, log Z = log E_p[r^beta] and the posterior weight of each mode.
 * `TARGETS` maps names to factories (the paper's "25to9" and two didactic rewards);
   `get_target(name)` builds one; `custom_target` wraps any prior and reward.
-* The prior *network* is a time-embedded MLP trained to reproduce the mixture
-  through the paper's Euler-Maruyama process (T=100, sigma^2=5) by regressing its
-  endpoint prediction onto the closed-form E[X_1 | X_t] of the Brownian bridge
-  (see `GaussianMixture.bridge_endpoint`); `train_prior` does it, `load_prior`
-  loads the shipped, sha256-checked weights.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
-from rtb_lab.checkpoint import MANIFEST, CheckpointError, assets_dir, load_weights, save_weights
-from rtb_lab.diffusion import EulerMaruyama
-from rtb_lab.domains.gmm import GaussianMixture, grid_mixture
+from rtb_lab.domains.toy2d.gmm import GaussianMixture, grid_mixture
 from rtb_lab.metrics import mass_in_modes, mode_weights, modes_covered, total_variation
-from rtb_lab.nets import DriftMLP, posterior_from_prior
-from rtb_lab.rtb import check_beta, check_log_reward, freeze
-from rtb_lab.train import RTBTrainer, TrainConfig
+from rtb_lab.rtb import check_beta, check_log_reward
 
-NUM_STEPS, SIGMA2 = 100, 5.0
-PRIOR_ASSET = "toy2d_prior.safetensors"
 NINE_WEIGHTS = (4, 10, 4, 5, 10, 5, 4, 15, 4)
-# The configuration `benchmarks/bench_toy2d.py` times to TV <= 0.05 (batch 128, lr 1e-3).
-BENCH_CONFIG = TrainConfig(steps=1500, batch_size=128, eval_every=0)
 
 
-def make_family() -> EulerMaruyama:
-    """The paper's 2D process: 100 Euler-Maruyama steps with sigma^2 = 5."""
-    return EulerMaruyama(NUM_STEPS, SIGMA2)
-
-
-class EndpointDrift(nn.Module):
-    """Drift ``(xhat_1(x, t) - x) / (1 - t)`` from a network that predicts the endpoint.
-
-    Predicting the endpoint (bounded, like a denoiser's x0) is far better conditioned
-    than predicting the drift, which grows like 1/(1 - t) near the end.
-    """
-
-    def __init__(self, net: DriftMLP) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
-        return (self.net(x, t, cond) - x) / (1 - t)[:, None]
-
-    @property
-    def dim(self) -> int:
-        return self.net.dim
-
-
-# ---------------------------------------------------------------- targets and truth
 @dataclass
 class GridTruth:
     """The exact posterior on a square grid.
@@ -247,130 +205,10 @@ def custom_target(prior: GaussianMixture, log_reward: Callable[[Tensor], Tensor]
     return Toy2DTarget(name, prior, log_reward, beta)
 
 
-# ------------------------------------------------------------------------ prior net
-def make_prior_net(hidden: int = 64, num_layers: int = 2, cond_dim: int = 0) -> EndpointDrift:
-    """The toy prior architecture (untrained): an endpoint-predicting DriftMLP."""
-    return EndpointDrift(DriftMLP(2, hidden, num_layers, cond_dim))
 
 
-def train_prior(prior: GaussianMixture | None = None, *, steps: int = 6000,
-                batch_size: int = 2048, lr: float = 3e-3, hidden: int = 64,
-                num_layers: int = 2, seed: int = 0, progress: bool = True) -> EndpointDrift:
-    """Fit a prior network whose Euler-Maruyama chain samples the mixture `prior`.
-
-    Regression of the endpoint prediction xhat_1(x_t, t) onto the exact E[X_1 | X_t = x_t]
-    at bridge states x_t = t X_1 + sqrt(sigma^2 t (1-t)) xi, on the T sampling times
-    (a Rao-Blackwellised bridge matching: the regression target has no noise).
-
-    Returns:
-        The trained, frozen network.
-    """
-    prior = prior or grid_mixture()
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    model = make_prior_net(hidden, num_layers)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
-    for _ in tqdm(range(steps), desc="prior", disable=not progress):
-        t = torch.randint(NUM_STEPS, (batch_size,), generator=generator).float() / NUM_STEPS
-        x_t = prior.bridge_marginal_sample(t, SIGMA2, generator)
-        target = prior.bridge_endpoint(x_t, t, SIGMA2)
-        loss = (model.net(x_t, t) - target).square().sum(1).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-    return freeze(model)
-
-
-def save_prior(model: EndpointDrift, path: str | Path, command: str) -> str:
-    """Save prior weights as safetensors (with architecture and provenance); return sha256."""
-    meta = {"arch": "EndpointDrift(DriftMLP)", **model.net.config(), "num_steps": NUM_STEPS,
-            "sigma2": SIGMA2, "command": command}
-    return save_weights(model, path, meta)
-
-
-def load_prior(path: str | Path | None = None, device: torch.device | str = "cpu"
-               ) -> EndpointDrift:
-    """Load a frozen toy prior: the shipped one (sha256-checked) or a file you trained.
-
-    Raises:
-        CheckpointError: if the file is missing, corrupt or not a toy2d prior.
-    """
-    sha256 = None
-    if path is None:
-        manifest = json.loads((assets_dir() / MANIFEST).read_text())
-        path, sha256 = assets_dir() / PRIOR_ASSET, manifest[PRIOR_ASSET]["sha256"]
-    tensors, meta = load_weights(path, sha256)
-    if meta.get("arch") != "EndpointDrift(DriftMLP)":
-        raise CheckpointError(f"{path} is not a toy2d prior (metadata arch={meta.get('arch')!r})")
-    model = make_prior_net(meta["hidden"], meta["num_layers"], meta["cond_dim"])
-    try:
-        model.load_state_dict(tensors)
-    except RuntimeError as error:
-        raise CheckpointError(f"{path} does not match the toy2d prior architecture: {error}") \
-            from error
-    return freeze(model.to(device))
-
-
-# ----------------------------------------------------------------------- fine-tuning
 def resolve_target(target: Toy2DTarget | str, beta: float | None = None) -> Toy2DTarget:
     """A target object from a name or an object, at `beta` when given."""
     target = get_target(target) if isinstance(target, str) else target
     return target if beta is None else target.with_beta(beta)
 
-
-def make_evaluator(target: Toy2DTarget, num_samples: int = 4000
-                   ) -> Callable[[RTBTrainer], dict[str, float]]:
-    """An evaluator for RTBTrainer: sample the posterior and compare with the truth."""
-
-    def evaluate(trainer: RTBTrainer) -> dict[str, float]:
-        generator = torch.Generator().manual_seed(10_007 + trainer.step)
-        x = trainer.sample(num_samples, generator=generator).x
-        return target.evaluate(x, trainer.current_log_z())
-
-    return evaluate
-
-
-def make_trainer(target: Toy2DTarget | str = "25to9", config: TrainConfig | None = None, *,
-                 prior: nn.Module | None = None, out_dir: str | Path | None = None,
-                 eval_samples: int = 4000, device: torch.device | str = "cpu",
-                 trainer_cls: type[RTBTrainer] = RTBTrainer, **trainer_kwargs: Any
-                 ) -> RTBTrainer:
-    """An RTBTrainer for a toy target, with the posterior starting at the prior.
-
-    Args:
-        target: a Toy2DTarget or a name in `TARGETS`.
-        config: training hyper-parameters (beta is taken from the target).
-        prior: the prior network (default: the shipped one, which models the 25-mode grid).
-        out_dir: where checkpoints are written.
-        eval_samples: samples per evaluation.
-        device: where the shipped prior and the posterior live (see `rtb_lab.get_device`).
-        trainer_cls: the trainer class, e.g. `rtb_lab.baselines.rl.RLTrainer` for the RL
-            baselines, which share everything but the loss.
-        **trainer_kwargs: extra keyword arguments of `trainer_cls` (e.g. kl_weight).
-    """
-    target = resolve_target(target)
-    config = replace(config or TrainConfig(), beta=target.beta)
-    prior = prior if prior is not None else load_prior(device=device)
-    return trainer_cls(prior, posterior_from_prior(prior), make_family(),
-                       target.checked_log_reward, (2,), config,
-                       evaluator=make_evaluator(target, eval_samples), out_dir=out_dir,
-                       **trainer_kwargs)
-
-
-def finetune(target: Toy2DTarget | str = "25to9", config: TrainConfig | None = None, *,
-             prior: nn.Module | None = None, out_dir: str | Path | None = None,
-             progress: bool = True, device: torch.device | str = "cpu",
-             callbacks: list | None = None, eval_callbacks: list | None = None,
-             trainer_cls: type[RTBTrainer] = RTBTrainer, **trainer_kwargs: Any) -> RTBTrainer:
-    """Fine-tune the prior into the target's posterior with RTB; returns the trained trainer.
-
-    The final metrics are ``trainer.evaluations[-1]`` (tv, mass_in_modes, log_z_err, ...).
-    Callbacks are passed to `RTBTrainer.train` (e.g. a live dashboard's on_step/on_eval);
-    `trainer_cls` and `trainer_kwargs` go to `make_trainer` (e.g. the RL baselines).
-    """
-    trainer = make_trainer(target, config, prior=prior, out_dir=out_dir, device=device,
-                           trainer_cls=trainer_cls, **trainer_kwargs)
-    trainer.train(progress=progress, callbacks=callbacks, eval_callbacks=eval_callbacks)
-    return trainer

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from rtb_lab.checkpoint import load_module, save_weights
-from rtb_lab.domains.images import ImageSet, load_mnist
+from rtb_lab.domains.mnist.data import ImageSet, load_mnist
 from rtb_lab.rtb import check_beta, freeze
 
 M = TypeVar("M", bound=nn.Module)

@@ -48,14 +48,14 @@ import torch
 from torch import Tensor, nn
 
 from rtb_lab.checkpoint import CheckpointError
-from rtb_lab.domains.mnist_posterior import (
+from rtb_lab.domains.mnist.posterior import (
     LoRAPosterior,
     SetExpertPosterior,
     build_posterior,
     load_adapter,
 )
-from rtb_lab.domains.mnist_prior import NUM_STEPS, EpsNet, make_family
-from rtb_lab.domains.mnist_reward import (
+from rtb_lab.domains.mnist.prior import NUM_STEPS, EpsNet, make_family
+from rtb_lab.domains.mnist.reward import (
     DigitClassifier,
     class_mask,
     class_set_log_prob,
@@ -64,7 +64,7 @@ from rtb_lab.domains.mnist_reward import (
     parse_classes,
     split_condition,
 )
-from rtb_lab.domains.mnist_value import (
+from rtb_lab.domains.mnist.value import (
     VALUE_ASSET,
     NoisyClassifier,
     value_network,

@@ -17,17 +17,10 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from rtb_lab.checkpoint import CheckpointError, load_weights, save_weights
+from rtb_lab.checkpoint import MANIFEST, CheckpointError, assets_dir, load_weights, save_weights
 from rtb_lab.diffusion import Trajectory, sample_trajectories
-from rtb_lab.domains.toy2d import (
-    MANIFEST,
-    EndpointDrift,
-    Toy2DTarget,
-    assets_dir,
-    load_prior,
-    make_family,
-    resolve_target,
-)
+from rtb_lab.domains.toy2d.prior import EndpointDrift, load_prior, make_family
+from rtb_lab.domains.toy2d.targets import Toy2DTarget, resolve_target
 from rtb_lab.nets import ResidualPosterior
 from rtb_lab.rtb import freeze
 from rtb_lab.train import RTBTrainer, TrainConfig
