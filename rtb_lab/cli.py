@@ -51,7 +51,8 @@ def _finetune_arguments(domain: Domain, parser: argparse.ArgumentParser) -> None
 
 def _compare(domain: Domain, args: argparse.Namespace) -> dict:
     fast_budget, full_budget = domain.budgets
-    budget = args.budget or (fast_budget if args.fast or is_fast() else full_budget)
+    budget = args.budget if args.budget is not None else \
+        fast_budget if args.fast or is_fast() else full_budget
     started = time.perf_counter()
     table = compare(domain.name, tuple(args.methods) if args.methods else None, args.seeds,
                     budget, args.target, progress=None if args.quiet else print)

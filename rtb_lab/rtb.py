@@ -124,22 +124,16 @@ def vargrad_residual(log_pf_post: Tensor, log_pf_prior: Tensor, log_reward: Tens
     return terms - (sums / counts)[inverse]
 
 
-def squared_loss(residual: Tensor, clip: float = 0.0) -> Tensor:
-    """mean(delta^2), or mean(relu(delta^2 - clip)) when clip > 0 (the paper's option)."""
-    sq = residual.square()
-    return (sq - clip).clamp_min(0).mean() if clip > 0 else sq.mean()
-
-
 def rtb_loss(log_pf_post: Tensor, log_pf_prior: Tensor, log_reward: Tensor,
              log_z: Tensor, beta: float | Tensor) -> Tensor:
     """The RTB loss mean(delta^2) over the batch; see `rtb_residual`."""
-    return squared_loss(rtb_residual(log_pf_post, log_pf_prior, log_reward, log_z, beta))
+    return rtb_residual(log_pf_post, log_pf_prior, log_reward, log_z, beta).square().mean()
 
 
 def vargrad_loss(log_pf_post: Tensor, log_pf_prior: Tensor, log_reward: Tensor,
                  beta: float | Tensor, groups: Tensor | None = None) -> Tensor:
     """The VarGrad loss: batch variance of log q - log p - beta log r (per group)."""
-    return squared_loss(vargrad_residual(log_pf_post, log_pf_prior, log_reward, beta, groups))
+    return vargrad_residual(log_pf_post, log_pf_prior, log_reward, beta, groups).square().mean()
 
 
 def importance_log_z(log_reward: Tensor, beta: float | Tensor) -> Tensor:

@@ -35,7 +35,6 @@ from rtb_lab.rtb import (
     check_separate,
     importance_log_z,
     rtb_residual,
-    squared_loss,
     vargrad_residual,
 )
 from rtb_lab.train_config import TrainConfig
@@ -123,11 +122,11 @@ class RTBTrainer:
         cond_dim = 0 if cond_sampler is None else cond_sampler(1, self.generator).shape[1]
         self.log_z = LogZ(0.0, cond_dim if self.config.loss == "rtb" else 0).to(self.device)
         self.optimizer = torch.optim.Adam(self._param_groups(posterior), lr=self.config.lr)
-        # SGD suits the scalar log Z only; a conditional log Z head is a network: Adam.
-        scalar_sgd = self.config.log_z_optimizer == "sgd" and self.log_z.cond_dim == 0
-        log_z_opt = torch.optim.SGD if scalar_sgd else torch.optim.Adam
+        # SGD suits the scalar log Z (see TrainConfig.log_z_lr); a conditional head: Adam.
+        log_z_opt = torch.optim.SGD if self.log_z.cond_dim == 0 else torch.optim.Adam
         self.log_z_optimizer = log_z_opt(self.log_z.parameters(), lr=self.config.log_z_lr)
-        self.replay = ReplayBuffer(self.config.replay_capacity, self.config.replay_prioritised)
+        # Rank-prioritised: rare high-reward trajectories keep coming back into batches.
+        self.replay = ReplayBuffer(self.config.replay_capacity, prioritised=True)
         self.step = 0
         self.history: list[dict[str, float]] = []
         self.evaluations: list[dict[str, float]] = []
@@ -140,12 +139,12 @@ class RTBTrainer:
         self.generator.manual_seed(self.config.seed + 1)
 
     def _param_groups(self, posterior: nn.Module) -> list[dict[str, Any]]:
-        """The network's parameters, and a policy's per-step scalars (named ``log_std*``
-        or ``guide*``) in their own group at ``scalar_lr / lr`` times the network's lr."""
+        """The network's parameters, and a policy's per-step scalars (named ``guide*``)
+        in their own group at ``scalar_lr / lr`` times the network's lr."""
         named = [(n, p) for n, p in posterior.named_parameters() if p.requires_grad]
         if not named:
             raise ValueError("the posterior has no trainable parameters")
-        is_scalar = [n.rsplit(".", 1)[-1].startswith(("log_std", "guide")) for n, _ in named]
+        is_scalar = [n.rsplit(".", 1)[-1].startswith("guide") for n, _ in named]
         groups = [{"params": [p for (_, p), s in zip(named, is_scalar, strict=True) if s == on],
                    "lr_scale": (self.config.scalar_lr or self.config.lr) / self.config.lr if on
                    else 1.0} for on in (False, True)]
@@ -244,7 +243,7 @@ class RTBTrainer:
             if self.config.residual_per_beta:
                 residual = residual / beta
             info["residual_abs"] = float(residual.detach().abs().mean())
-            return squared_loss(residual, self.config.loss_clip)
+            return residual.square().mean()
 
         return loss_of_log_pf, info
 
@@ -262,7 +261,7 @@ class RTBTrainer:
                                                  self.config.grad_steps, self.generator,
                                                  log_pf=traj.log_pf)
             if self.config.grad_clip is not None:
-                for group in self.optimizer.param_groups:  # std factors apart: their
+                for group in self.optimizer.param_groups:  # scalars apart: their
                     nn.utils.clip_grad_norm_(group["params"],  # scale differs wildly
                                              self.config.grad_clip)
         except KeyboardInterrupt:

@@ -15,38 +15,30 @@ from rtb_lab.rtb import check_beta
 
 @dataclass
 class TrainConfig:
-    """Hyper-parameters of RTB fine-tuning (defaults: the 2D toy at paper scale).
-
-    The paper's toy schedule holds exploration 0.5 for 500 steps and decays it to 0 at
-    4500; on our prior, holding 50 and decaying by 300 reaches the same quality about
-    ten times sooner (measured TV 0.038 after 400 steps at batch 256). `.fast()` runs 700
-    steps because log Z, an ELBO-like lower bound once exploration is off, keeps
-    closing its gap after TV has converged (seed 0: |log Z err| 0.081 at 500, 0.070 at 700).
+    """Hyper-parameters of RTB fine-tuning (defaults: the 2D toy at paper scale, with a
+    shorter exploration schedule than the paper's; docs/toy2d.md has the measurements).
 
     Attributes:
         steps: total optimisation steps.
         batch_size: trajectories per step (new + replayed).
         lr: learning rate of the posterior network.
         scalar_lr: learning rate of a policy's per-step scalars (parameters named
-            ``log_std*``: learned std factors; ``guide*``: learned guidance scales),
-            scaled over the run like lr; None: lr.
+            ``guide*``, e.g. learned guidance scales), scaled over the run like lr;
+            None: lr.
         lr_end: with lr_end < lr, the learning rate follows a cosine from lr to lr_end
             over the `steps` steps (then stays at lr_end); None keeps it constant.
-        log_z_lr: learning rate of log Z (larger, as in the paper).
-        log_z_optimizer: "sgd" (default: for a scalar log Z the loss is quadratic, so SGD
-            is an exponential moving average toward the batch-optimal value, and it keeps
-            tracking after exploration ends) or "adam" (the paper's; its second moment
-            remembers the exploration phase's huge gradients and then barely moves).
-            A conditional log Z head always uses Adam.
+        log_z_lr: learning rate of log Z (larger, as in the paper). A scalar log Z takes
+            plain SGD steps: its loss is quadratic, so SGD is a moving average toward the
+            batch-optimal value that keeps tracking once exploration ends (Adam's second
+            moment remembers the exploration phase's huge gradients and then barely moves).
+            A conditional log Z head is a network and uses Adam.
         beta: reward exponent (ignored when the condition carries beta).
         explore: exploration level at the start (variance inflation when sampling).
         explore_hold: steps at full exploration before it starts to decay.
         explore_end: step at which exploration has decayed linearly to 0.
         replay_fraction: share of each batch drawn from the replay buffer.
         replay_capacity: trajectories kept in the replay buffer.
-        replay_prioritised: draw replayed trajectories by reward rank (else uniformly).
         loss: "rtb" (learned log Z) or "vargrad" (batch estimate per condition group).
-        loss_clip: c in mean(relu(delta^2 - c)); 0 disables it.
         residual_per_beta: divide each residual by its beta. Same optimum (delta = 0),
             but conditions with a large beta no longer dominate the gradient of an
             amortised posterior (their residuals scale with beta * log r).
@@ -70,16 +62,13 @@ class TrainConfig:
     lr_end: float | None = None
     scalar_lr: float | None = None
     log_z_lr: float = 0.1
-    log_z_optimizer: Literal["adam", "sgd"] = "sgd"
     beta: float = 1.0
     explore: float = 0.5
     explore_hold: int = 50
     explore_end: int = 300
     replay_fraction: float = 0.0
     replay_capacity: int = 20_000
-    replay_prioritised: bool = True
     loss: Literal["rtb", "vargrad"] = "rtb"
-    loss_clip: float = 0.0
     residual_per_beta: bool = False
     chunk_steps: int | None = None
     grad_steps: int | None = None
@@ -92,7 +81,8 @@ class TrainConfig:
     seed: int = 0
 
     def fast(self) -> TrainConfig:
-        """A short schedule for CI and quick demos (same recipe, fewer and smaller steps)."""
+        """A short schedule for CI and quick demos (same recipe, fewer and smaller steps;
+        700 steps because log Z keeps closing its gap after the samples have converged)."""
         return replace(self, steps=700, batch_size=256, eval_every=100)
 
     def with_steps(self, steps: int) -> TrainConfig:
@@ -125,9 +115,6 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be > 0, got {value}")
         if not 0 <= self.replay_fraction < 1:
             raise ValueError(f"replay_fraction must be in [0, 1), got {self.replay_fraction}")
-        if self.log_z_optimizer not in ("sgd", "adam"):
-            raise ValueError("log_z_optimizer must be 'sgd' or 'adam', "
-                             f"got {self.log_z_optimizer!r}")
         if self.loss not in ("rtb", "vargrad"):
             raise ValueError(f"loss must be 'rtb' or 'vargrad', got {self.loss!r}")
         if self.batch_size % self.cond_groups:

@@ -104,7 +104,7 @@ class Toy2DDomain:
         return f"tv {metrics['tv']:.3f}"
 
     def commands(self) -> dict[str, Command]:
-        return {"train-prior": Command("train the 25-mode prior network and save it",
+        return {"train-prior": Command("train the prior network and save it",
                                        _train_prior_arguments, _train_prior),
                 "train-amortised": Command("train a posterior conditioned on beta and save it",
                                            _train_amortised_arguments, _train_amortised)}
