@@ -21,12 +21,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from rtb_lab.domains.mnist_reward import make_condition
 
 from rtb_lab.device import get_device
 from rtb_lab.diffusion import trajectory_log_prob
 from rtb_lab.domains import mnist
+from rtb_lab.domains.mnist import conditional as mnist_conditional
 from rtb_lab.domains.mnist import prior as mnist_prior
+from rtb_lab.domains.mnist.reward import make_condition
 
 STARTED = time.perf_counter()
 
@@ -144,13 +145,14 @@ def main() -> None:
                         help="continue from this trainer checkpoint")
     parser.add_argument("--train-args", default="",
                         help="more `rtb-lab train-amortised mnist` options, e.g. "
-                             "'--per-set-batch 128 --learn-std'")
+                             "'--per-set-batch 128 --value-guided'")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny batches (a dry run of this script on a CPU)")
     args = parser.parse_args()
-    if args.smoke:
-        mnist.CONDITIONAL_CONFIG = replace(mnist.CONDITIONAL_CONFIG, batch_size=24,
-                                           eval_every=2, checkpoint_every=2)
+    if args.smoke:  # the CLI's trainer reads the conditional module's config
+        mnist.CONDITIONAL_CONFIG = mnist_conditional.CONDITIONAL_CONFIG = replace(
+            mnist_conditional.CONDITIONAL_CONFIG, batch_size=24, eval_every=2,
+            checkpoint_every=2)
     device = get_device()
     # Training is fp32: TF32 convolutions (PyTorch's default for cuDNN) are off.
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False

@@ -3,6 +3,7 @@
     python benchmarks/bench_mnist.py                 # every part
     python benchmarks/bench_mnist.py --part speed    # or memory / quality / resample /
                                                      # ray / conditional
+    python benchmarks/bench_mnist.py --part resample --posterior FILE   # another posterior
 
 Figures are printed, with ratios against a baseline measured in the same process (or,
 for memory, in sibling processes started the same way). Nothing here is asserted.
@@ -14,15 +15,23 @@ for memory, in sibling processes started the same way). Nothing here is asserted
    without chunking (each in a fresh subprocess; chunked memory should stay flat).
 3. quality: time from the shipped prior until E[log r] >= -0.2 on even digits with
    diversity >= 0.9 x that of prior samples classified even (target: 15 minutes), for
-   a LoRA posterior or (`--value ASSET`) a value-guided one (`--lookahead`: its
-   mean-shift form), evaluated from step 0.
-4. resample: a shipped conditional posterior (`--posterior guided|lora`) at beta = 1,
-   each image kept from K of its samples by exact importance weight
+   a LoRA posterior or (`--value ASSET`) a value-guided one, evaluated from step 0.
+4. resample: the shipped conditional posterior (or `--posterior FILE`, a conditional
+   one) at beta = 1, each image kept from K of its samples by exact importance weight
    (`rtb_lab.resample`), K = 1 (the posterior itself), 2, 4, 8, beside the exact
    posterior (an importance bank of prior samples).
-5. ray: the LoRA-only conditional posterior's update scaled by alpha = 0 (prior) ... 3:
-   in-set share against KL(q || target), the divergence on-policy RTB minimises.
-6. conditional: the value-guided and LoRA-only conditional posteriors side by side.
+5. ray: the shipped even-digit posterior's LoRA update (or that of `--posterior FILE`,
+   specialised to even digits at beta = 1 if conditional) scaled by alpha = 0 (prior)
+   ... 3: in-set share against KL(q || target), the divergence on-policy RTB minimises.
+6. conditional: the shipped conditional posterior (and `--posterior FILE` beside it)
+   at beta = 1 against the exact posterior, with KL(q || target).
+
+Experiments with options rtb-lab no longer has (learned std, look-ahead and reward
+guidance) are in benchmarks/experiments/. The LoRA-only conditional posterior that
+docs/mnist.md compares against is no longer shipped; extract it from the git history
+and pass it as `--posterior`:
+
+    git show 4f4a499:rtb_lab/assets/mnist_conditional_lora_posterior.safetensors > lora.safetensors
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
@@ -111,7 +121,7 @@ def bench_memory() -> None:
 
 def bench_quality(steps: int = 600, save: str | None = None,
                   time_limit: float = TIME_LIMIT_S, eval_every: int = 10,
-                  value: str | None = None, lookahead: bool = False) -> None:
+                  value: str | None = None) -> None:
     classifier = mnist_reward.load_classifier()
     prior = mnist_prior.load_prior()
     prior_x = mnist_prior.sample_images(prior, 512, generator=torch.Generator().manual_seed(1))
@@ -126,10 +136,8 @@ def bench_quality(steps: int = 600, save: str | None = None,
     evaluator = mnist.make_evaluator("even", classifier, num_samples=256)
     trainer = mnist.make_trainer("even", 1.0, config, prior=prior, classifier=classifier,
                                  evaluator=evaluator,
-                                 value=None if value is None else mnist.value_network(value),
-                                 lookahead=lookahead)
-    guidance = f"{'look-ahead ' if lookahead else ''}value guidance ({value}), scales 1"
-    print(f"policy: {'LoRA' if value is None else f'LoRA + {guidance}'}")
+                                 value=None if value is None else mnist.value_network(value))
+    print(f"policy: {'LoRA' if value is None else f'LoRA + value guidance ({value}), scales 1'}")
     started = time.perf_counter()
     trainer.evaluations.append(evaluator(trainer))  # the start too: guidance may be there
     while True:
@@ -182,13 +190,11 @@ def resample_table(proposal, prior, classifier, classes, num_samples: int,
         k *= 2
 
 
-POSTERIORS = {"guided": mnist.CONDITIONAL_ASSET, "lora": mnist.CONDITIONAL_LORA_ASSET}
-
-
 def bench_resample(num_samples: int = 256, targets: tuple = ("even", 1, 3),
-                   max_candidates: int = 8, posterior: str = "guided") -> None:
+                   max_candidates: int = 8, path: str | None = None) -> None:
+    """`path`: a conditional posterior file (default: the shipped one)."""
     prior, classifier = mnist_prior.load_prior(), mnist_reward.load_classifier()
-    posterior = mnist.load_conditional_posterior(prior, asset=POSTERIORS[posterior])
+    posterior = mnist.load_conditional_posterior(prior, path)
     bank = mnist_bank.ImportanceBank(prior, classifier, size=4096, seed=123)
     print(f"## resample: {num_samples} images per row, beta = 1, each kept from K candidates "
           "by importance weight (seconds: sampling and scoring all N * K candidates)")
@@ -204,20 +210,24 @@ def bench_resample(num_samples: int = 256, targets: tuple = ("even", 1, 3),
 
 def bench_ray(num_samples: int = 512, classes: str | int = "even",
               alphas: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0),
-              num_steps: int = mnist_prior.NUM_STEPS) -> None:
-    """Where does RTB stop? The LoRA-only conditional posterior's update scaled by alpha
-    (0: the prior, 1: the posterior): in-set share against KL(q || target). On-policy RTB
+              num_steps: int = mnist_prior.NUM_STEPS, path: str | None = None) -> None:
+    """Where does RTB stop? A trained posterior's LoRA update scaled by alpha (0: the
+    prior, 1: the posterior): in-set share against KL(q || target). On-policy RTB
     minimises that KL, so its alpha = 1 should be near the smallest KL on the line.
-    `num_steps` samples the same networks on a finer (or coarser) chain."""
+    `path`: a posterior file (default: the shipped even-digit one; a conditional one is
+    specialised to `classes` at beta = 1; a value-guided one keeps its guidance at every
+    alpha). `num_steps` samples the same networks on a finer (or coarser) chain."""
     prior, classifier = mnist_prior.load_prior(), mnist_reward.load_classifier()
-    posterior = mnist.load_conditional_posterior(prior, asset=mnist.CONDITIONAL_LORA_ASSET) \
-        .specialise(prior, classes, 1.0)
+    posterior = mnist.load_posterior(prior, path)
+    if posterior.cond_dim:
+        posterior = posterior.specialise(prior, classes, 1.0)
+    name = "the shipped even-digit posterior" if path is None else Path(path).name
     bank = mnist_bank.ImportanceBank(prior, classifier, size=4096, seed=123,
                                      num_steps=num_steps)
     log_z = bank.log_z(classes, 1.0)
     reward = mnist_reward.class_set_reward(classifier, mnist_reward.parse_classes(classes))
     exact = bank.exact_metrics(classes, 1.0)["in_set"]
-    print(f"## ray: {classes}, beta = 1, T = {num_steps}, {num_samples} samples per row; "
+    print(f"## ray: {name}, {classes}, beta = 1, T = {num_steps}, {num_samples} samples per row; "
           f"log Z = {log_z:.3f} (bank of 4,096); exact posterior in set {exact:.3f}")
     print("| alpha | in set | E[log r] | KL(q ‖ prior) | KL(q ‖ target) | Var(log w) |")
     print("|---|---|---|---|---|---|")
@@ -235,11 +245,13 @@ def bench_ray(num_samples: int = 512, classes: str | int = "even",
               f"{kl_to_target(log_w, log_z):.3f} | {float(log_w.var()):.2f} |", flush=True)
 
 
-def bench_conditional(num_samples: int = 512, targets: tuple = ("even", 1, 3)) -> None:
-    """The two shipped conditional posteriors at beta = 1, side by side on the same noise:
-    LoRA only, and LoRA plus learned value guidance. KL(q || target) uses log Z from a
-    bank of 4,096 prior samples."""
+def bench_conditional(num_samples: int = 512, targets: tuple = ("even", 1, 3),
+                      path: str | None = None) -> None:
+    """The shipped conditional posterior at beta = 1 (and the one in `path` beside it, on
+    the same noise) against the exact posterior. KL(q || target) uses log Z from a bank
+    of 4,096 prior samples."""
     prior, classifier = mnist_prior.load_prior(), mnist_reward.load_classifier()
+    posteriors = {"value-guided (shipped)": None, **({Path(path).name: path} if path else {})}
     bank = mnist_bank.ImportanceBank(prior, classifier, size=4096, seed=123)
     family = mnist_prior.make_family()
     print(f"## conditional: {num_samples} samples per row, beta = 1")
@@ -248,9 +260,8 @@ def bench_conditional(num_samples: int = 512, targets: tuple = ("even", 1, 3)) -
     for classes in targets:
         reward = mnist_reward.class_set_reward(classifier, mnist_reward.parse_classes(classes))
         log_z = bank.log_z(classes, 1.0)
-        for name, asset in POSTERIORS.items():
-            net = mnist.load_conditional_posterior(prior, asset=asset) \
-                .specialise(prior, classes, 1.0)
+        for name, file in posteriors.items():
+            net = mnist.load_conditional_posterior(prior, file).specialise(prior, classes, 1.0)
             started = time.perf_counter()
             found = resample_posterior(net, prior, family,
                                        lambda x, r=reward: r(mnist_prior.decode(prior, x)),
@@ -271,9 +282,9 @@ if __name__ == "__main__":
     parser.add_argument("--part", default="all",
                         choices=("speed", "memory", "quality", "resample", "ray", "conditional",
                                  "all"))
-    parser.add_argument("--posterior", default="guided", choices=tuple(POSTERIORS),
-                        help="resample: the conditional posterior to resample (value-guided "
-                             "or LoRA only)")
+    parser.add_argument("--posterior", default=None,
+                        help="resample, ray, conditional: a posterior file instead of (for "
+                             "conditional: beside) the shipped one")
     parser.add_argument("--save", default=None, help="write the trained adapter here")
     parser.add_argument("--steps", type=int, default=600, help="quality: RTB steps at most "
                         "(the cosine learning-rate schedule spans them)")
@@ -281,8 +292,6 @@ if __name__ == "__main__":
                         help="quality: stop after this many seconds (0: no limit)")
     parser.add_argument("--eval-every", type=int, default=10,
                         help="quality: evaluate (256 samples) every this many steps")
-    parser.add_argument("--lookahead", action="store_true",
-                        help="quality: with --value, the look-ahead (mean-shift) guidance")
     parser.add_argument("--value", default=None,
                         help="quality: train a value-guided posterior with this value network "
                              f"(a file or a shipped asset, e.g. {mnist.CHAIN_VALUE_ASSET})")
@@ -296,10 +305,9 @@ if __name__ == "__main__":
         sys.exit(0)
     for part, run in (("speed", bench_speed), ("memory", bench_memory),
                       ("quality", lambda: bench_quality(args.steps, args.save, args.time_limit,
-                                                            args.eval_every, args.value,
-                                                            args.lookahead)),
-                      ("resample", lambda: bench_resample(posterior=args.posterior)),
-                      ("conditional", bench_conditional),
-                      ("ray", lambda: bench_ray(num_steps=args.num_steps))):
+                                                            args.eval_every, args.value)),
+                      ("resample", lambda: bench_resample(path=args.posterior)),
+                      ("conditional", lambda: bench_conditional(path=args.posterior)),
+                      ("ray", lambda: bench_ray(num_steps=args.num_steps, path=args.posterior))):
         if args.part in (part, "all"):
             run()

@@ -42,6 +42,7 @@ import torch
 from IPython.display import Markdown, display
 
 import rtb_lab
+import rtb_lab.domains
 from rtb_lab import compare
 from rtb_lab.baselines.guidance import sample_guided
 from rtb_lab.baselines.rl import RLTrainer, rl_config
@@ -61,7 +62,8 @@ rtb_lab.seed_everything(0);
 # estimate, or its ELBO) with its error. Fast mode: one seed and a small budget.
 
 # %%
-budget = rtb_lab.domains.get("toy2d").budgets[0] if FAST else 2 * rtb_lab.domains.get("toy2d").budgets[0]
+fast_budget, _ = rtb_lab.domains.get("toy2d").budgets  # network evaluations per method
+budget = fast_budget if FAST else 2 * fast_budget
 table = compare.compare("toy2d", seeds=1 if FAST else 2, budget=budget, progress=print)
 display(Markdown(table.to_markdown()))
 ess = table.values["importance"]["ess_fraction"][0]

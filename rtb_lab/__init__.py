@@ -1,8 +1,8 @@
 """rtb-lab: learn and explore Relative Trajectory Balance (RTB).
 
 Fine-tune a frozen diffusion prior p(x) into the posterior p(x) r(x)^beta
-(Venkatraman et al., NeurIPS 2024). The public API is re-exported here; domain
-modules live in `rtb_lab.domains`.
+(Venkatraman et al., NeurIPS 2024). The public API is re-exported here; domains
+live in `rtb_lab.domains` (``rtb_lab.domains.get(name)``; see docs/design.md).
 """
 
 from rtb_lab.checkpoint import CheckpointError, load_weights, save_weights
@@ -13,6 +13,7 @@ from rtb_lab.diffusion import (
     EulerMaruyama,
     GaussianFamily,
     Trajectory,
+    TransitionFamily,
     sample_trajectories,
     step_log_probs,
     trajectory_log_prob,
@@ -49,6 +50,7 @@ __all__ = [
     "ResampleResult",
     "ResidualPosterior",
     "TrainConfig",
+    "TransitionFamily",
     "Trajectory",
     "backward_through_trajectories",
     "cache_dir",

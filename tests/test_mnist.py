@@ -1,4 +1,4 @@
-"""MNIST: data, classifier reward, LoRA posterior, DPS, metrics and bad input."""
+"""MNIST: data, classifier reward, LoRA and guided posteriors, DPS, metrics and bad input."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 
 from rtb_lab.baselines.guidance import GuidedEps
 from rtb_lab.checkpoint import CheckpointError, assets_dir
-from rtb_lab.diffusion import Trajectory, sample_trajectories, trajectory_log_prob
+from rtb_lab.diffusion import sample_trajectories, trajectory_log_prob
 from rtb_lab.domains import mnist
 from rtb_lab.domains.mnist import bank as mnist_bank
 from rtb_lab.domains.mnist import data as images
@@ -119,10 +119,8 @@ def test_classifier_rejects_wrong_image_shapes():
 
 # ------------------------------------------------------------------- posterior
 @pytest.mark.parametrize("conditional", [False, True])
-@pytest.mark.parametrize("learn_std", [False, True])
-def test_zero_init_lora_posterior_equals_the_prior(unet_prior, conditional, learn_std):
-    posterior = mnist.make_posterior(unet_prior, rank=4, conditional=conditional,
-                                     learn_std=learn_std)
+def test_zero_init_lora_posterior_equals_the_prior(unet_prior, conditional):
+    posterior = mnist.make_posterior(unet_prior, rank=4, conditional=conditional)
     family = mnist_prior.make_family(5)
     cond = torch.cat([mnist_reward.make_condition("even", 1.5, n=3),
                       mnist_reward.make_condition(3, 0.5, n=3)]) if conditional else None
@@ -132,9 +130,7 @@ def test_zero_init_lora_posterior_equals_the_prior(unet_prior, conditional, lear
         torch.testing.assert_close(trajectory_log_prob(posterior, family, traj),
                                    trajectory_log_prob(unet_prior, family, traj))
     trainable = {n for n, p in posterior.named_parameters() if p.requires_grad}
-    assert trainable and all("lora_" in n or n in ("beta_power", "log_std", "log_std_beta")
-                             for n in trainable)
-    assert ("log_std" in trainable) == learn_std
+    assert trainable and all("lora_" in n or n == "beta_power" for n in trainable)
     assert all(not p.requires_grad for p in unet_prior.parameters())
 
 
@@ -171,9 +167,8 @@ def test_posterior_inputs_are_checked(unet_prior):
                            classifier=mnist_reward.DigitClassifier(4))
 
 
-@pytest.mark.parametrize("learn_std", [False, True])
-def test_adapter_round_trip_and_refusal_for_another_prior(unet_prior, tmp_path, learn_std):
-    posterior = mnist.make_posterior(unet_prior, rank=2, conditional=True, learn_std=learn_std)
+def test_adapter_round_trip_and_refusal_for_another_prior(unet_prior, tmp_path):
+    posterior = mnist.make_posterior(unet_prior, rank=2, conditional=True)
     with torch.no_grad():
         for param in posterior.parameters():
             if param.requires_grad:
@@ -186,10 +181,6 @@ def test_adapter_round_trip_and_refusal_for_another_prior(unet_prior, tmp_path, 
     with torch.no_grad():
         torch.testing.assert_close(loaded(x, t, cond), posterior(x, t, cond))
         assert isinstance(loaded, mnist.SetExpertPosterior) and loaded.sets == posterior.sets
-        assert loaded.learn_std == learn_std
-        if learn_std:
-            k = torch.tensor([0, 7, 19])
-            torch.testing.assert_close(loaded.std_scale(k, cond), posterior.std_scale(k, cond))
     other = freeze(mnist_prior.EpsNet(mnist_prior.make_unet((8, 16, 16))))
     other.sha256 = "another-prior"
     with pytest.raises(CheckpointError, match="another prior"):
@@ -198,8 +189,26 @@ def test_adapter_round_trip_and_refusal_for_another_prior(unet_prior, tmp_path, 
         mnist.load_posterior(unet_prior, tmp_path / "missing.safetensors")
 
 
-def _randomised_experts(prior, sets=((1,), (3,), (0, 2, 4, 6, 8)), learn_std=False):
-    posterior = mnist.SetExpertPosterior(prior, sets, rank=2, learn_std=learn_std, num_steps=5)
+def test_files_saved_before_learned_std_was_removed_load_or_say_why(unet_prior, tmp_path):
+    posterior = mnist.make_posterior(unet_prior, rank=2, conditional=True)
+    with torch.no_grad():
+        for param in posterior.parameters():
+            if param.requires_grad:
+                param.normal_(0.0, 0.3)
+    path = tmp_path / "old.safetensors"
+    mnist.save_posterior(posterior, path, "test", {"learn_std": False, "num_steps": 20})
+    x, t = torch.randn(2, 1, 28, 28), torch.tensor([10.0, 700.0])
+    cond = mnist_reward.make_condition("odd", 1.3, n=2)
+    with torch.no_grad():
+        torch.testing.assert_close(mnist.load_posterior(unet_prior, path)(x, t, cond),
+                                   posterior(x, t, cond))
+    mnist.save_posterior(posterior, path, "test", {"learn_std": True, "num_steps": 20})
+    with pytest.raises(CheckpointError, match="learned std was removed"):
+        mnist.load_posterior(unet_prior, path)
+
+
+def _randomised_experts(prior, sets=((1,), (3,), (0, 2, 4, 6, 8))):
+    posterior = mnist.SetExpertPosterior(prior, sets, rank=2)
     with torch.no_grad():
         for param in posterior.parameters():
             if param.requires_grad:
@@ -242,34 +251,14 @@ def test_specialised_expert_equals_the_conditional_posterior(unet_prior):
         posterior.specialise(unet_prior, "odd", 1.0)
 
 
-def test_learned_std_is_per_set_and_beta_and_survives_specialising(unet_prior):
-    posterior = _randomised_experts(unet_prior, learn_std=True)
-    family = mnist_prior.make_family(5)
-    cond = mnist_reward.make_condition(3, 1.7, 4)
-    k = torch.tensor([0, 2, 4, 4])
-    with torch.no_grad():  # exp(a[set, k] + b[set, k] log beta), set (3,) is index 1
-        by_hand = torch.exp(posterior.log_std[1, k] + posterior.log_std_beta[1, k] * math.log(1.7))
-        torch.testing.assert_close(posterior.std_scale(k, cond), by_hand)
-        traj = sample_trajectories(posterior, family, 4, mnist_prior.IMAGE_SHAPE, cond=cond,
-                                   generator=torch.Generator().manual_seed(2))
-        single = posterior.specialise(unet_prior, 3, 1.7)
-        torch.testing.assert_close(trajectory_log_prob(single, family, Trajectory(traj.states)),
-                                   trajectory_log_prob(posterior, family, traj),
-                                   atol=1e-3, rtol=1e-6)
-    with pytest.raises(ValueError, match="T = 5 steps"):
-        posterior.std_scale(torch.tensor([5]), cond[:1])
-
-
 def test_warm_start_copies_a_trained_adapter_and_refuses_another_layout(unet_prior):
     trained = _randomised_experts(unet_prior)
-    fresh = mnist.SetExpertPosterior(unet_prior, trained.sets, rank=2, learn_std=True,
-                                     num_steps=5)
+    fresh = mnist.SetExpertPosterior(unet_prior, trained.sets, rank=2)
     mnist.warm_start(fresh, trained)
     x, t = torch.randn(2, 1, 28, 28), torch.tensor([10.0, 700.0])
     cond = mnist_reward.make_condition("even", 0.8, 2)
     with torch.no_grad():
         torch.testing.assert_close(fresh(x, t, cond), trained(x, t, cond))
-        assert float(fresh.log_std.abs().max()) == 0.0  # the new factors keep their start
     with pytest.raises(ValueError, match="cannot warm-start"):
         mnist.warm_start(mnist.SetExpertPosterior(unet_prior, ((1,), (3,)), rank=2), trained)
 
@@ -336,29 +325,6 @@ def test_cosine_diversity_and_frechet_distance_by_hand():
     b = torch.randn(20_000, 3, generator=g) + torch.tensor([2.0, 0.0, 0.0])
     assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
     assert frechet_distance(a, b) == pytest.approx(4.0, abs=0.1)  # |mu|^2, same covariance
-
-
-def test_prior_bank_trainer_mixes_resampled_prior_trajectories(unet_prior):
-    classifier = freeze(mnist_reward.DigitClassifier(width=4))
-    config = TrainConfig(steps=1, batch_size=8, cond_groups=2, loss="vargrad", explore=0.2,
-                         eval_every=0, log_z_init_samples=4, chunk_steps=None)
-    trainer = mnist.make_conditional_trainer(config, prior=unet_prior, classifier=classifier,
-                                             bank_size=6, bank_per_group=1, num_steps=3)
-    batch = trainer.collect()
-    assert batch.batch_size == 8 and batch.cond.shape == (8, 11)
-    # Fresh rows first (3 per group), then one bank row per group, with its group's condition.
-    bank_rows = {tuple(s.flatten()[:5].tolist()) for s in trainer.bank.states}
-    assert all(tuple(s.flatten()[:5].tolist()) in bank_rows for s in batch.states[-2:])
-    assert torch.equal(batch.cond[-2], batch.cond[0]) and torch.equal(batch.cond[-1], batch.cond[3])
-    trainer.train(progress=False)
-    assert trainer.step == 1 and math.isfinite(trainer.history[-1]["loss"])
-    with pytest.raises(ValueError, match="bank_per_group"):
-        mnist_bank.PriorBankTrainer(trainer.prior, mnist.make_posterior(unet_prior, 2, True),
-                                    trainer.family, trainer.log_reward_fn, (1, 28, 28), config,
-                                    cond_sampler=mnist.sample_conditions(),
-                                    beta_of_cond=lambda c: mnist_reward.split_condition(c)[1],
-                                    bank=trainer.bank, bank_log_probs=trainer.bank_log_probs,
-                                    bank_per_group=4)
 
 
 def test_importance_bank_resamples_in_proportion_to_r_to_the_beta(unet_prior):
@@ -433,13 +399,15 @@ def test_exact_metrics_are_the_importance_weighted_averages(unet_prior):
 # ----------------------------------------------------------------- guided posterior
 def _guided(prior, conditional=False, num_steps=5):
     from rtb_lab.domains.mnist.guided import GuidedPosterior
+    from rtb_lab.domains.mnist.value import NoisyClassifier
 
-    classifier = freeze(mnist_reward.DigitClassifier(width=4))
+    torch.manual_seed(3)
+    value = freeze(NoisyClassifier(width=4).eval())
     if conditional:
         base = mnist.SetExpertPosterior(prior, ((1,), (3,), (0, 2, 4, 6, 8)), rank=2)
-        return GuidedPosterior(base, prior, classifier, num_steps=num_steps)
-    return GuidedPosterior(mnist.LoRAPosterior(prior, 2), prior, classifier, "even", 1.5,
-                           num_steps=num_steps)
+        return GuidedPosterior(base, num_steps=num_steps, value=value)
+    return GuidedPosterior(mnist.LoRAPosterior(prior, 2), "even", 1.5, num_steps=num_steps,
+                           value=value)
 
 
 def test_guided_posterior_starts_at_its_base_and_guides_by_hand(unet_prior):
@@ -455,18 +423,19 @@ def test_guided_posterior_starts_at_its_base_and_guides_by_hand(unet_prior):
     t = family.time(k)
     abar = float(mnist_prior.make_scheduler().alphas_cumprod[int(t[0])])
     eps = unet_prior(x, t).detach()
-    x0 = ((x - math.sqrt(1 - abar) * eps) / math.sqrt(abar)).clamp(-1, 1).requires_grad_(True)
-    log_r = mnist_reward.class_set_log_prob(guided._frozen[1], x0, mnist_reward.class_mask("even"))
-    (grad,) = torch.autograd.grad(log_r.sum(), x0)
-    by_hand = eps - 1.5 * 0.7 * math.sqrt((1 - abar) / abar) * grad
+    xg = x.clone().requires_grad_(True)
+    log_h = guided.value.log_value(xg, t, mnist_reward.class_mask("even"))
+    (grad,) = torch.autograd.grad(log_h.sum(), xg)
+    by_hand = eps - 1.5 * 0.7 * math.sqrt(1 - abar) * grad
     out = guided(x, t)
     torch.testing.assert_close(out, by_hand, atol=1e-5, rtol=1e-5)
-    # The guidance is a fixed feature: d out / d c = -beta sqrt(1-abar)/sqrt(abar) grad.
+    # The guidance is a fixed feature: d out / d c = -beta sqrt(1-abar) grad log h.
     out.sum().backward()
-    expected = -1.5 * math.sqrt((1 - abar) / abar) * grad.sum()
+    expected = -1.5 * math.sqrt(1 - abar) * grad.sum()
     torch.testing.assert_close(guided.guide.grad[0, 2], expected, atol=1e-4, rtol=1e-4)
     assert float(guided.guide.grad[0, [0, 1, 3, 4]].abs().sum()) == 0
     assert all(p.grad is None for p in unet_prior.parameters())
+    assert all(p.grad is None for p in guided.value.parameters())
     with pytest.raises(ValueError, match="not a step of this posterior's T = 5 chain"):
         guided(x, torch.full((4,), 123.0))
 
@@ -483,12 +452,14 @@ def test_conditional_guidance_uses_each_rows_set_and_beta(unet_prior):
     from rtb_lab.domains.mnist.guided import GuidedPosterior
 
     with pytest.raises(ValueError, match="give classes"):  # single target without its set
-        GuidedPosterior(mnist.LoRAPosterior(unet_prior, 2), unet_prior, guided._frozen[1])
+        GuidedPosterior(mnist.LoRAPosterior(unet_prior, 2), value=guided.value)
+    with pytest.raises(ValueError, match="give classes"):  # conditional with a set
+        GuidedPosterior(guided.base, "even", value=guided.value)
 
 
 def test_rtb_trains_the_guidance_scales_at_their_own_learning_rate(unet_prior):
     guided = _guided(unet_prior)
-    classifier = guided._frozen[1]
+    classifier = freeze(mnist_reward.DigitClassifier(width=4))
     reward = mnist_reward.class_set_reward(classifier, "even")
     config = TrainConfig(steps=2, batch_size=4, lr=1e-3, scalar_lr=1e-2, eval_every=0,
                          log_z_init_samples=8, grad_steps=2, explore=0.0)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from rtb_lab.checkpoint import CheckpointError
-from rtb_lab.diffusion import policy_mean_std, sample_trajectories, trajectory_log_prob
+from rtb_lab.diffusion import sample_trajectories, trajectory_log_prob
 from rtb_lab.domains import mnist
 from rtb_lab.domains.mnist import data as images
 from rtb_lab.domains.mnist import prior as mnist_prior
@@ -128,8 +128,8 @@ def test_chain_value_is_the_value_of_the_sampling_chain():
 
 
 def test_value_guidance_is_the_value_gradient_by_hand(unet_prior, tiny_value):
-    guided = GuidedPosterior(mnist.LoRAPosterior(unet_prior, 2), unet_prior, None, "even", 1.5,
-                             num_steps=5, value=tiny_value, init_scale=1.0)
+    guided = GuidedPosterior(mnist.LoRAPosterior(unet_prior, 2), "even", 1.5, num_steps=5,
+                             value=tiny_value, init_scale=1.0)
     family = mnist_prior.make_family(5)
     x, k = torch.randn(4, 1, 28, 28), torch.full((4,), 3)
     t = family.time(k)
@@ -145,132 +145,11 @@ def test_value_guidance_is_the_value_gradient_by_hand(unet_prior, tiny_value):
                                    generator=torch.Generator().manual_seed(2))
         torch.testing.assert_close(trajectory_log_prob(guided, family, traj),
                                    trajectory_log_prob(unet_prior, family, traj))
-    with pytest.raises(ValueError, match="reward classifier .* or a value"):
-        GuidedPosterior(mnist.LoRAPosterior(unet_prior, 2), unet_prior, None, "even")
+    with pytest.raises(ValueError, match="needs a value network"):
+        GuidedPosterior(mnist.LoRAPosterior(unet_prior, 2), "even", value=None)
 
 
-def test_lookahead_guidance_shifts_the_step_mean_by_hand(unet_prior, tiny_value):
-    # mean = mean_lora + beta c sigma_k^2 grad log h(mean_prior, t_{k+1}); eps untouched.
-    guided = GuidedPosterior(mnist.LoRAPosterior(unet_prior, 2), unet_prior, None, "even", 1.5,
-                             num_steps=5, value=tiny_value, init_scale=0.8, lookahead=True)
-    family = mnist_prior.make_family(5)
-    x, k = torch.randn(4, 1, 28, 28), torch.full((4,), 3)
-    t, t_next = family.time(k), family.time(k + 1)
-    abar = mnist_prior.make_scheduler().alphas_cumprod
-    a_now, a_next = float(abar[int(t[0])]), float(abar[int(t_next[0])])
-    variance = (1 - a_next) / (1 - a_now) * (1 - a_now / a_next)
-    with torch.no_grad():
-        mean_prior, std = family.mean_std(unet_prior(x, t), x, k)
-    y = mean_prior.clone().requires_grad_(True)
-    log_h = tiny_value.log_value(y, t_next, mnist_reward.class_mask("even"))
-    (grad,) = torch.autograd.grad(log_h.sum(), y)
-    by_hand = mean_prior + 1.5 * 0.8 * variance * grad
-    mean, policy_std = policy_mean_std(guided, family, x, k, None)
-    torch.testing.assert_close(mean, by_hand, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(policy_std, std)
-    torch.testing.assert_close(guided(x, t), unet_prior(x, t))  # the noise is the base's
-    # Sampling records the same log q that scoring recomputes, and RTB reaches the scales.
-    traj = sample_trajectories(guided, family, 3, mnist_prior.IMAGE_SHAPE, keep_log_pf=True,
-                               generator=torch.Generator().manual_seed(2))
-    log_q = trajectory_log_prob(guided, family, traj)
-    torch.testing.assert_close(log_q, traj.log_pf, atol=2e-2, rtol=1e-5)
-    log_q.sum().backward()
-    assert guided.guide.grad is not None and bool((guided.guide.grad != 0).all())
-    with torch.no_grad():  # scale 0: the base posterior (the prior, for a fresh LoRA)
-        guided.guide.zero_()
-        torch.testing.assert_close(trajectory_log_prob(guided, family, traj),
-                                   trajectory_log_prob(unet_prior, family, traj))
-    with pytest.raises(ValueError, match="lookahead is a form of value guidance"):
-        GuidedPosterior(mnist.LoRAPosterior(unet_prior, 2), unet_prior,
-                        mnist_reward.DigitClassifier(), "even", lookahead=True)
-
-
-class LinearEps(nn.Module):
-    """The exact noise prediction for data N(0, I): eps(x_t) = sqrt(1 - abar_t) x_t, so
-    every unclamped DDPM step is linear, x_{k+1} = A_k x_k + sigma_k noise."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.register_buffer("abar", mnist_prior.make_scheduler().alphas_cumprod.float())
-        self.unused = nn.Parameter(torch.zeros(()))
-
-    def forward(self, x, t, cond=None):
-        return (1 - self.abar[t.long()]).sqrt().view(-1, 1, 1, 1) * x
-
-    def std_scale(self, k, cond=None):
-        return None
-
-
-def test_lookahead_is_the_exact_posterior_of_a_linear_chain_with_a_log_linear_value():
-    # With r(x_T) = exp(a . x_T) and x_T = M_k x_k + noise, h_k(x) = E[r | x_k = x] is
-    # log-linear: grad log h_k = M_k a. The posterior's step is then exactly
-    # N(mu + sigma_k^2 M_{k+1} a, sigma_k^2), which is what look-ahead guidance at c = 1
-    # does, so every trajectory has the same weight p r / q = Z (known in closed form).
-    num_steps = 5
-    family = mnist_prior.make_family(num_steps)
-    family.clip_x0 = None  # the clamp would make the chain nonlinear
-    prior = freeze(LinearEps())
-    ones = torch.ones(1, 1, 28, 28)
-    gains = torch.stack([family.mean_std(prior(ones, family.time(torch.tensor([k]))), ones,
-                                         torch.tensor([k]))[0].mean() for k in range(num_steps)])
-    to_end = torch.stack([gains[k:].prod() for k in range(num_steps + 1)])  # M_k
-    a = 0.3 * torch.randn(1, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-
-    class LogLinearValue(nn.Module):
-        def log_value(self, x, t, mask):
-            k = torch.searchsorted(-family.train_times.to(x.dtype), -t)  # t -> step index
-            return (to_end[k].view(-1, 1, 1, 1) * a * x).flatten(1).sum(1)
-
-    variance_of_x_end = to_end[0] ** 2 + sum((to_end[k + 1] ** 2 * family.beta_tilde[k])
-                                             for k in range(num_steps))
-    log_z = 0.5 * float(a.square().sum() * variance_of_x_end)  # log E[exp(a . x_T)]
-    spread = {}
-    for lookahead in (True, False):
-        guided = GuidedPosterior(LinearEps(), prior, None, "even", 1.0, num_steps=num_steps,
-                                 value=LogLinearValue(), init_scale=1.0, lookahead=lookahead)
-        guided.family.clip_x0 = None
-        traj = sample_trajectories(guided, family, 64, mnist_prior.IMAGE_SHAPE,
-                                   generator=torch.Generator().manual_seed(1))
-        with torch.no_grad():
-            log_w = (trajectory_log_prob(prior, family, traj) + (a * traj.x).flatten(1).sum(1)
-                     - trajectory_log_prob(guided, family, traj))
-        spread[lookahead] = float(log_w.std())
-        if lookahead:
-            assert float(log_w.mean()) == pytest.approx(log_z, abs=0.1)
-    print(f"log Z {log_z:.3f}; std of log w: look-ahead {spread[True]:.3f}, "
-          f"eps-form {spread[False]:.2f}")
-    assert spread[True] < 0.2  # float32 rounding of log-probs of about 10^3 nats
-    assert spread[False] > 1.0  # the eps-form is the small-step limit only
-
-
-def test_lookahead_posteriors_save_load_and_specialise(unet_prior, tmp_path):
-    value = mnist.value_network(mnist.CHAIN_VALUE_ASSET)
-    family = mnist_prior.make_family(5)
-    x, k = torch.randn(2, 1, 28, 28), torch.tensor([1, 4])
-    single = GuidedPosterior(mnist.LoRAPosterior(unet_prior, 2, num_steps=5), unet_prior, None,
-                             "17", 0.7, num_steps=5, value=value, init_scale=1.3, lookahead=True)
-    mnist.save_posterior(single, tmp_path / "single.safetensors", "test")
-    loaded = mnist.load_posterior(unet_prior, tmp_path / "single.safetensors")
-    assert loaded.lookahead and loaded.beta == 0.7
-    torch.testing.assert_close(policy_mean_std(loaded, family, x, k, None)[0],
-                               policy_mean_std(single, family, x, k, None)[0])
-    base = mnist.SetExpertPosterior(unet_prior, ((1,), (0, 2, 4, 6, 8)), rank=2, num_steps=5)
-    guided = GuidedPosterior(base, unet_prior, None, num_steps=5, value=value, init_scale=1.0,
-                             lookahead=True)
-    with torch.no_grad():
-        guided.guide.copy_(torch.linspace(0.2, 1.6, 10).view(2, 5))
-    mnist.save_posterior(guided, tmp_path / "cond.safetensors", "test")
-    loaded = mnist.load_conditional_posterior(unet_prior, tmp_path / "cond.safetensors")
-    cond = mnist_reward.make_condition("even", 1.7, 2)
-    expected = policy_mean_std(guided, family, x, k, cond)[0]
-    torch.testing.assert_close(policy_mean_std(loaded, family, x, k, cond)[0], expected)
-    specialised = loaded.specialise(unet_prior, "even", 1.7)
-    assert specialised.lookahead
-    torch.testing.assert_close(policy_mean_std(specialised, family, x, k, None)[0], expected,
-                               atol=1e-5, rtol=1e-5)
-
-
-@pytest.mark.parametrize("source", [mnist.VALUE_ASSET, mnist.CHAIN_VALUE_ASSET, "file"])
+@pytest.mark.parametrize("source", [mnist.CHAIN_VALUE_ASSET, "file"])
 def test_value_guided_conditional_posterior_saves_loads_and_specialises(unet_prior, tmp_path,
                                                                         source):
     # A saved guided posterior records its value network: a shipped asset, or your file.
@@ -278,9 +157,8 @@ def test_value_guided_conditional_posterior_saves_loads_and_specialises(unet_pri
         source = str(tmp_path / "my_value.safetensors")
         mnist_value.save_noisy_classifier(mnist_value.NoisyClassifier(width=4), source, "test")
     value = mnist.value_network(source)
-    base = mnist.SetExpertPosterior(unet_prior, ((1,), (3,), (0, 2, 4, 6, 8)), rank=2,
-                                    num_steps=5)
-    guided = GuidedPosterior(base, unet_prior, None, num_steps=5, value=value, init_scale=1.0)
+    base = mnist.SetExpertPosterior(unet_prior, ((1,), (3,), (0, 2, 4, 6, 8)), rank=2)
+    guided = GuidedPosterior(base, num_steps=5, value=value, init_scale=1.0)
     with torch.no_grad():
         guided.guide.copy_(torch.linspace(0.2, 1.6, 15).view(3, 5))
         for name, param in base.named_parameters():
@@ -304,6 +182,39 @@ def test_value_guided_conditional_posterior_saves_loads_and_specialises(unet_pri
         mnist.load_conditional_posterior(other, path)
 
 
+def test_single_target_guided_posterior_round_trip_and_files_of_removed_forms(unet_prior,
+                                                                           tmp_path):
+    source = str(tmp_path / "my_value.safetensors")
+    mnist_value.save_noisy_classifier(mnist_value.NoisyClassifier(width=4), source, "test")
+    single = GuidedPosterior(mnist.LoRAPosterior(unet_prior, 2), "17", 0.7, num_steps=5,
+                             value=mnist.value_network(source), init_scale=1.3)
+    with torch.no_grad():
+        for name, param in single.base.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.05)
+    x, t = torch.randn(2, 1, 28, 28), mnist_prior.make_family(5).time(torch.tensor([1, 4]))
+    path = tmp_path / "single.safetensors"
+    mnist.save_posterior(single, path, "test")
+    loaded = mnist.load_posterior(unet_prior, path)
+    assert isinstance(loaded, GuidedPosterior) and loaded.beta == 0.7
+    assert loaded.value.source == source and loaded.cond_dim == 0
+    torch.testing.assert_close(loaded(x, t), single(x, t), atol=1e-5, rtol=1e-5)
+    # Files saved before learned std and look-ahead were removed record them as false.
+    base_meta = single.base.metadata()
+    single.base.metadata = lambda: {**base_meta, "learn_std": False, "num_steps": 5}
+    mnist.save_posterior(single, path, "test", {"lookahead": False})
+    torch.testing.assert_close(mnist.load_posterior(unet_prior, path)(x, t), single(x, t),
+                               atol=1e-5, rtol=1e-5)
+    mnist.save_posterior(single, path, "test", {"value_source": None})  # the default value
+    assert mnist.load_posterior(unet_prior, path).value.source == mnist.CHAIN_VALUE_ASSET
+    mnist.save_posterior(single, path, "test", {"lookahead": True})
+    with pytest.raises(CheckpointError, match="look-ahead guidance was removed"):
+        mnist.load_posterior(unet_prior, path)
+    mnist.save_posterior(single, path, "test", {"guidance": "reward", "value_source": None})
+    with pytest.raises(CheckpointError, match="reward guidance was removed"):
+        mnist.load_posterior(unet_prior, path)
+
+
 def test_shipped_guided_posteriors_follow_their_own_value_networks():
     prior = mnist_prior.load_prior()
     assert mnist.load_conditional_posterior(prior).value.source == mnist.CHAIN_VALUE_ASSET
@@ -317,10 +228,11 @@ def test_train_value_cli_continues_a_network_on_prior_chains(tmp_path):
 
     out = tmp_path / "chain.safetensors"
     cli.main(["train-value", "mnist", "--steps", "2", "--chains", "2", "--lr", "1e-3",
-              "--init-from", mnist.VALUE_ASSET, "--device", "cpu", "--quiet", "--out", str(out)])
+              "--init-from", mnist.CHAIN_VALUE_ASSET, "--device", "cpu", "--quiet",
+              "--out", str(out)])
     tensors, meta = load_weights(out)
     assert meta["command"] == ("rtb-lab train-value mnist --steps 2 --seed 0 --lr 0.001 "
-                               "--chains 2 --init-from mnist_value.safetensors")
+                               "--chains 2 --init-from mnist_chain_value.safetensors")
     shipped = mnist.load_noisy_classifier()
     changed = [name for name, t in shipped.state_dict().items()
                if not torch.equal(t, tensors[name])]

@@ -1,16 +1,14 @@
-"""A bank of prior samples: exact posteriors by importance resampling, and off-policy data.
+"""A bank of prior samples: exact posteriors by importance resampling.
 
 The posterior p(x) r(x)^beta / Z is the prior reweighted by r^beta. A bank of prior
-trajectories, scored once by the classifier, therefore gives (1) instant approximate
+trajectories, scored once by the classifier, therefore gives instant approximate
 posterior samples for any class set and beta by resampling (exact as the bank grows,
-but the effective sample size collapses for sharp targets), and (2) off-policy
-training data for RTB (`PriorBankTrainer`).
+but the effective sample size collapses for sharp targets).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -22,53 +20,8 @@ from rtb_lab.domains.mnist.reward import (
     DigitClassifier,
     class_mask,
     set_log_prob,
-    split_condition,
 )
 from rtb_lab.rtb import check_beta, importance_log_z
-from rtb_lab.train import RTBTrainer
-
-
-class PriorBankTrainer(RTBTrainer):
-    """Conditional RTB whose batches mix fresh posterior trajectories with prior ones.
-
-    RTB is off-policy: any trajectories with full support are valid training data. Each
-    condition group gets `bank_per_group` trajectories from a bank of prior
-    trajectories, drawn with probability proportional to r(x | cond)^beta (importance
-    resampling from the prior toward that group's posterior), next to fresh ones from
-    the exploring posterior. Rare targets (a single digit: 10% of prior samples) then
-    show up in every batch from the first step. The optimum is unchanged.
-
-    Args:
-        bank: prior trajectories [N, T+1, 1, 28, 28] (see `prior_bank`).
-        bank_log_probs: [N, 10] classifier log-probabilities of their decoded images.
-        bank_per_group: bank trajectories per condition group (of batch / cond_groups).
-    """
-
-    def __init__(self, *args: Any, bank: Trajectory, bank_log_probs: Tensor,
-                 bank_per_group: int = 2, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        per_group = self.config.batch_size // self.config.cond_groups
-        if not 0 <= bank_per_group < per_group:
-            raise ValueError(f"bank_per_group must be in [0, {per_group - 1}], "
-                             f"got {bank_per_group}")
-        self.bank, self.bank_log_probs, self.bank_per_group = bank, bank_log_probs, bank_per_group
-
-    def collect(self) -> Trajectory:
-        cfg = self.config
-        per_group = cfg.batch_size // cfg.cond_groups
-        n_new = per_group - self.bank_per_group
-        conds = self.cond_sampler(cfg.cond_groups, self.generator).to(self.device)
-        fresh_cond = conds.repeat_interleave(n_new, 0)
-        parts = [self.sample(len(fresh_cond), cond=fresh_cond, explore=cfg.explore_at(self.step),
-                             generator=self.generator)]
-        for cond in conds:
-            mask, beta = split_condition(cond[None])
-            log_r = set_log_prob(self.bank_log_probs, mask)  # the bank is scored once
-            picks = torch.multinomial(torch.softmax(beta * log_r, 0), self.bank_per_group,
-                                      replacement=True, generator=self.generator)
-            rows = cond[None].expand(self.bank_per_group, -1)
-            parts.append(Trajectory(self.bank.states[picks], cond=rows, log_reward=log_r[picks]))
-        return Trajectory.cat(parts)
 
 
 @torch.no_grad()

@@ -94,50 +94,41 @@ def make_conditional_trainer(config: TrainConfig | None = None, *,
                              classifier: DigitClassifier | None = None, rank: int = 4,
                              sets: Iterable[tuple[int, ...]] = TRAIN_SETS,
                              beta_range: tuple[float, float] = BETA_RANGE,
-                             bank_size: int = 0, bank_per_group: int = 3,
                              num_steps: int = NUM_STEPS, device: torch.device | str = "cpu",
                              evaluator: Callable[[RTBTrainer], dict[str, float]] | None = None,
-                             out_dir: str | Path | None = None, learn_std: bool = False,
+                             out_dir: str | Path | None = None,
                              init_from: str | Path | None = None,
                              value: NoisyClassifier | None = None,
-                             init_scale: float = 1.0, lookahead: bool = False) -> RTBTrainer:
+                             init_scale: float = 1.0) -> RTBTrainer:
     """An RTB trainer for one posterior conditioned on (class set, beta), with VarGrad.
 
-    The posterior is a `SetExpertPosterior` (a LoRA block of `rank` per set). With
-    `bank_size` > 0, batches also draw from a bank of prior trajectories
-    (`PriorBankTrainer`); 0 (default) gives on-policy sampling with exploration. See
-    `conditional_evaluator` for an evaluator. `learn_std` adds learned per-step std
-    factors; `init_from` starts from a saved conditional posterior (same sets and rank).
-    With a `value` network the policy is a value-guided `mnist_guided.GuidedPosterior`
+    The posterior is a `SetExpertPosterior` (a LoRA block of `rank` per set), trained on
+    its own samples (with the config's exploration). See `conditional_evaluator` for an
+    evaluator. `init_from` starts from a saved conditional posterior (same sets and
+    rank). With a `value` network the policy is a value-guided `guided.GuidedPosterior`
     around the set experts, its per-set, per-step guidance scales starting at
-    `init_scale` (`lookahead`: its mean-shift form).
+    `init_scale` (or at those of `init_from`, if it is value-guided too).
     """
     prior = prior or load_prior(device=device)
     classifier = classifier or load_classifier(device=device)
     config = config or CONDITIONAL_CONFIG
     sets = tuple(sets)
     reward = conditional_reward(classifier)
-    posterior = SetExpertPosterior(prior, sets, rank, learn_std, num_steps)
+    posterior = SetExpertPosterior(prior, sets, rank)
     trained = None if init_from is None else load_conditional_posterior(prior, init_from)
     if trained is not None:
         warm_start(posterior, getattr(trained, "base", trained))
     if value is not None:
-        posterior = GuidedPosterior(posterior, prior, None, num_steps=num_steps, value=value,
-                                    init_scale=init_scale, lookahead=lookahead)
+        posterior = GuidedPosterior(posterior, num_steps=num_steps, value=value,
+                                    init_scale=init_scale)
         if isinstance(trained, GuidedPosterior):  # continue its learned scales too
             with torch.no_grad():
                 posterior.guide.copy_(trained.guide)
-    args = (prior, posterior, make_family(num_steps),
-            lambda x, cond: reward(decode(prior, x), cond), IMAGE_SHAPE, config)
-    kwargs = {"cond_sampler": sample_conditions(sets, beta_range),
-              "beta_of_cond": lambda cond: split_condition(cond)[1], "out_dir": out_dir,
-              "evaluator": evaluator}
-    if bank_size == 0:
-        return RTBTrainer(*args, **kwargs)
-    bank, _, log_probs = mnist_bank.prior_bank(prior, classifier, bank_size,
-                                               seed=config.seed + 100, num_steps=num_steps)
-    return mnist_bank.PriorBankTrainer(*args, **kwargs, bank=bank, bank_log_probs=log_probs,
-                                       bank_per_group=bank_per_group)
+    return RTBTrainer(prior, posterior, make_family(num_steps),
+                      lambda x, cond: reward(decode(prior, x), cond), IMAGE_SHAPE, config,
+                      cond_sampler=sample_conditions(sets, beta_range),
+                      beta_of_cond=lambda cond: split_condition(cond)[1], out_dir=out_dir,
+                      evaluator=evaluator)
 
 
 def conditional_sampler(posterior: LoRAPosterior, prior: EpsNet, num_steps: int = NUM_STEPS,

@@ -1,41 +1,20 @@
-"""A posterior policy with learned guidance, trained by RTB.
+"""A posterior policy with learned value guidance, trained by RTB.
 
-The policy is its LoRA network plus a guidance direction, with a learned scale per step
-(and per class set). Three forms:
+The policy is its LoRA network plus the gradient of a learned value
+h(x_t) = E[r(x_0) | x_t] (a `value.NoisyClassifier`), with a learned scale per step
+(and per class set). That gradient is the exact posterior's extra drift (Doob's
+h-transform) in the limit of small steps, so in noise-prediction terms
 
-* reward guidance (default): the reward's gradient at the frozen prior's clean-image
-  estimate (DPS; the official RTB code calls this the Langevin parameterisation),
+    eps(x_t) = eps_lora(x_t) - beta c[set, k] sqrt(1 - abar_t) grad_x log h(x_t).
 
-      eps(x_t) = eps_lora(x_t) - beta c[set, k] sqrt(1 - abar_t) / sqrt(abar_t)
-                                  grad_x0 log r(x0_prior(x_t));
-
-* value guidance (``value=`` a `mnist_value.NoisyClassifier`): the gradient of the
-  learned value h(x_t) = E[r(x_0) | x_t], which is the exact posterior's extra drift
-  (Doob's h-transform) in the limit of small steps,
-
-      eps(x_t) = eps_lora(x_t) - beta c[set, k] sqrt(1 - abar_t) grad_x log h(x_t);
-
-* value guidance with look-ahead (``lookahead=True``): the exact posterior's step from
-  x_t is the prior's Gaussian step N(mu, sigma^2) times h(x_next) (normalised), and for
-  log h linear over that Gaussian this is N(mu + sigma^2 grad log h(mu), sigma^2). So the
-  value's gradient is taken at the prior's step mean mu_prior(x_t), at the time the step
-  lands on, and added to the LoRA policy's mean (not through its noise prediction, whose
-  clean-image estimate is clamped to [-1, 1] and would mute most pixels early on):
-
-      mean(x_t) = mean_lora(x_t) + beta c[set, k] sigma_k^2 grad log h(mu_prior(x_t), t_{k+1}).
-
-Every direction depends only on frozen networks, so it is a fixed feature of the state:
+The direction depends only on a frozen network, so it is a fixed feature of the state:
 the policy stays a Gaussian whose log-probability RTB differentiates with respect to the
 LoRA weights and the scales c only, and RTB's optimum is still the exact posterior.
-On the shipped prior with the chain value at c = 1 (no training, even digits, beta = 1,
-512 samples, seeds 7 / 3), look-ahead is 0.57 / 0.41 nats of KL(q || target) from the
-target against 0.70 / 0.56 without it, for one more prior call per step (its reward is
-no higher, though: see the README).
 With the default ``init_scale=0`` the policy starts at its base posterior (the prior,
-for a fresh LoRA). Reward guidance alone is biased and far from the posterior's path
-(on our prior, c = 1 puts 99.6% of samples in "even", exact 95%, at 20 nats of
-KL(q || target)); value guidance at c = 1 is close to it (see the README), so value-
-guided posteriors start from ``init_scale=1``.
+for a fresh LoRA). Value guidance at c = 1 is already close to the posterior's path (see
+the README), so the trainers start value-guided posteriors from ``init_scale=1``.
+(Guidance by the reward's gradient at the prior's clean-image estimate, DPS, is biased
+and far from the posterior's path; it is a baseline: `rtb_lab.baselines.guidance.GuidedEps`.)
 """
 
 from __future__ import annotations
@@ -56,19 +35,12 @@ from rtb_lab.domains.mnist.posterior import (
 )
 from rtb_lab.domains.mnist.prior import NUM_STEPS, EpsNet, make_family
 from rtb_lab.domains.mnist.reward import (
-    DigitClassifier,
     class_mask,
-    class_set_log_prob,
-    load_classifier,
     make_condition,
     parse_classes,
     split_condition,
 )
-from rtb_lab.domains.mnist.value import (
-    VALUE_ASSET,
-    NoisyClassifier,
-    value_network,
-)
+from rtb_lab.domains.mnist.value import CHAIN_VALUE_ASSET, NoisyClassifier, value_network
 from rtb_lab.rtb import check_beta
 
 
@@ -77,49 +49,40 @@ def _rows(values: Tensor) -> Tensor:
 
 
 class GuidedPosterior(nn.Module):
-    """A LoRA posterior plus reward or value guidance with learned per-step scales.
+    """A LoRA posterior plus value guidance with learned per-step scales.
 
     Args:
         base: the LoRA posterior (`LoRAPosterior` for one class set and beta, or a
             conditional `SetExpertPosterior`: then the scales are per trained set too).
-        prior: the frozen prior (its clean-image estimate feeds reward guidance).
-        classifier: the frozen reward classifier (differentiable in its input); may be
-            None with `value`.
         classes: the class set of a single-target posterior (None for a conditional one).
         beta: the reward exponent of a single-target posterior.
         num_steps: T, the sampling steps the scales are learned for.
-        value: a frozen `NoisyClassifier`: guide by its value gradient instead.
+        value: the frozen `NoisyClassifier` whose log-value gradient guides each step.
         init_scale: the scales' start (0: the base posterior itself).
-        lookahead: value guidance as a mean shift with the gradient at the prior's step
-            mean and the next step's time (see the module docstring; needs `value`).
     """
 
-    def __init__(self, base: LoRAPosterior, prior: EpsNet, classifier: DigitClassifier | None,
-                 classes: str | int | Iterable[int] | None = None, beta: float = 1.0,
-                 num_steps: int = NUM_STEPS, value: NoisyClassifier | None = None,
-                 init_scale: float = 0.0, lookahead: bool = False) -> None:
+    def __init__(self, base: LoRAPosterior, classes: str | int | Iterable[int] | None = None,
+                 beta: float = 1.0, num_steps: int = NUM_STEPS, *,
+                 value: NoisyClassifier, init_scale: float = 0.0) -> None:
         super().__init__()
         conditional = isinstance(base, SetExpertPosterior)
         if conditional == (classes is not None):
             raise ValueError("give classes (and beta) for a single-target base posterior, "
                              "and none for a conditional SetExpertPosterior")
-        if classifier is None and value is None:
-            raise ValueError("give the reward classifier (reward guidance) or a value "
-                             "NoisyClassifier (value guidance)")
-        if lookahead and value is None:
-            raise ValueError("lookahead is a form of value guidance: give a value "
-                             "NoisyClassifier")
+        if value is None:
+            raise ValueError("GuidedPosterior needs a value network (value=, a "
+                             "NoisyClassifier, e.g. mnist.value_network(CHAIN_VALUE_ASSET)); "
+                             "for DPS-style reward guidance see baselines.guidance.GuidedEps")
         check_beta(beta)
         self.base, self.conditional, self.beta, self.num_steps = base, conditional, beta, num_steps
-        self.lookahead = lookahead
         self.classes = None if conditional else classes
-        # Frozen helpers in a list: not submodules, so never saved or trained with us.
-        self._frozen = [prior, classifier, value]
+        # The frozen value in a tuple: not a submodule, so never saved or trained with us.
+        self._value = (value,)
         self.guide = nn.Parameter(torch.full((len(base.sets) if conditional else 1, num_steps),
                                              float(init_scale)))
         if not conditional:
             self.register_buffer("mask", class_mask(classes))
-        self.family = make_family(num_steps)  # the chain's x0 estimate and noise levels
+        self.family = make_family(num_steps)  # the chain's noise levels
         times = self.family.train_times[:-1]
         step_of_time = torch.full((int(times.max()) + 1,), -1, dtype=torch.long)
         step_of_time[times] = torch.arange(num_steps)
@@ -127,9 +90,9 @@ class GuidedPosterior(nn.Module):
         self.to(next(base.parameters()).device)
 
     @property
-    def value(self) -> NoisyClassifier | None:
-        """The frozen value network of value guidance (None: reward guidance)."""
-        return self._frozen[2]
+    def value(self) -> NoisyClassifier:
+        """The frozen value network whose gradient guides the steps."""
+        return self._value[0]
 
     def steps(self, t: Tensor) -> Tensor:
         """[B] step indices k of training times t [B] on this posterior's T-step chain."""
@@ -150,56 +113,19 @@ class GuidedPosterior(nn.Module):
     def _mask(self, cond: Tensor | None) -> Tensor:
         return self.mask if cond is None or not self.conditional else split_condition(cond)[0]
 
-    def log_reward(self, x0: Tensor, cond: Tensor | None) -> Tensor:
-        """[B] log r of clean images under this posterior's class set(s)."""
-        return class_set_log_prob(self._frozen[1], x0, self._mask(cond))
-
     def guidance(self, x: Tensor, t: Tensor, k: Tensor, cond: Tensor | None) -> Tensor:
-        """The noise-space guidance direction (detached: it does not depend on our
-        parameters): sqrt(1-abar) grad_x log h(x_t) with a value network, else grad_x0
-        log r at the prior's clean-image estimate times sqrt(1-abar)/sqrt(abar)."""
+        """The noise-space guidance direction sqrt(1-abar) grad_x log h(x_t) (detached: it
+        does not depend on our parameters)."""
         abar = _rows(self.family.abar_now.to(x.device)[k])
-        if self.value is not None:
-            with torch.enable_grad():
-                x = x.detach().requires_grad_(True)
-                (grad,) = torch.autograd.grad(
-                    self.value.log_value(x, t, self._mask(cond)).sum(), x)
-            return grad * (1 - abar).sqrt()
-        with torch.no_grad():
-            x0 = self.family.predict_x0(self._frozen[0](x, t), x, k)
         with torch.enable_grad():
-            x0 = x0.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(self.log_reward(x0, cond).sum(), x0)
-        return grad * ((1 - abar) / abar).sqrt()
+            x = x.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self.value.log_value(x, t, self._mask(cond)).sum(), x)
+        return grad * (1 - abar).sqrt()
 
     def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
-        """Noise prediction: the base posterior's, minus the scaled guidance direction
-        (with look-ahead, the base posterior's alone: the guidance is `mean_shift`)."""
-        if self.lookahead:
-            return self.base(x, t, cond)
+        """Noise prediction: the base posterior's, minus the scaled guidance direction."""
         k = self.steps(t)
         return self.base(x, t, cond) - _rows(self.scale(k, cond)) * self.guidance(x, t, k, cond)
-
-    def mean_shift(self, x: Tensor, k: Tensor, cond: Tensor | None = None) -> Tensor | None:
-        """[N, 1, 28, 28] look-ahead guidance added to the step mean from states x [N, ...]
-        at steps k [N]: beta c[set, k] sigma_k^2 grad log h(mu_prior(x), t_{k+1}); None
-        without look-ahead (see `diffusion.policy_mean_shift`)."""
-        if not self.lookahead:
-            return None
-        family = self.family
-        with torch.no_grad():  # the prior's step mean: a frozen feature of the state
-            mean_prior, _ = family.mean_std(self._frozen[0](x, family.time(k)), x, k)
-        t_next = family.train_times.to(x.device)[k + 1].to(x.dtype)
-        with torch.enable_grad():
-            y = mean_prior.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(
-                self.value.log_value(y, t_next, self._mask(cond)).sum(), y)
-        variance = _rows(family.beta_tilde.to(x.device)[k])
-        return _rows(self.scale(k, cond)) * variance * grad
-
-    def std_scale(self, k: Tensor, cond: Tensor | None = None) -> Tensor | None:
-        """The base posterior's learned std factors, if it has them."""
-        return self.base.std_scale(k, cond)
 
     # ------------------------------------------------------------ saving, conditioning
     @property
@@ -221,11 +147,8 @@ class GuidedPosterior(nn.Module):
 
     def metadata(self) -> dict[str, Any]:
         """What `load_posterior` needs to rebuild this module (base layout included)."""
-        value = self.value
-        return {"arch": "GuidedPosterior", "base": self.base.metadata(),
-                "guidance": "reward" if value is None else "value",
-                "value_source": None if value is None else getattr(value, "source", None),
-                "lookahead": self.lookahead,
+        return {"arch": "GuidedPosterior", "base": self.base.metadata(), "guidance": "value",
+                "value_source": getattr(self.value, "source", None),
                 "classes": None if self.classes is None else list(parse_classes(self.classes)),
                 "beta": self.beta, "num_steps": self.num_steps}
 
@@ -243,27 +166,36 @@ class GuidedPosterior(nn.Module):
             raise TypeError("specialise is for a conditional posterior; this one is "
                             f"already for {self.classes} at beta {self.beta}")
         index = int(self.base.set_index(make_condition(classes, beta).to(self.guide.device)))
-        single = GuidedPosterior(self.base.specialise(prior, classes, beta), prior,
-                                 self._frozen[1], classes, beta, self.num_steps, self.value,
-                                 lookahead=self.lookahead)
+        single = GuidedPosterior(self.base.specialise(prior, classes, beta), classes, beta,
+                                 self.num_steps, value=self.value)
         single.guide.copy_(self.guide[index][None])
         return single.requires_grad_(False)
 
 
 def guided_from_state(prior: EpsNet, meta: dict[str, Any], state: dict[str, Tensor],
                       path: str | Path = "") -> GuidedPosterior:
-    """Rebuild a saved `GuidedPosterior` (called by `mnist_posterior.load_posterior`):
-    the value network it recorded for value guidance (a shipped asset, or your file;
-    files saved before the record name `VALUE_ASSET`), the shipped classifier otherwise."""
+    """Rebuild a saved `GuidedPosterior` (called by `mnist.load_posterior`) with the
+    value network it recorded: a shipped asset or your file (`CHAIN_VALUE_ASSET` where
+    it recorded none). Files saved before look-ahead guidance was removed record
+    ``"lookahead": false`` and load as before.
+
+    Raises:
+        CheckpointError: reward or look-ahead guidance (both removed), or tensors that do
+            not fit the recorded layout.
+    """
+    if meta.get("guidance") != "value":
+        raise CheckpointError(f"{path} holds a reward-guided posterior (guidance="
+                              f"{meta.get('guidance')!r}); reward guidance was removed from "
+                              "GuidedPosterior (DPS is baselines.guidance.GuidedEps)")
+    if meta.get("lookahead"):
+        raise CheckpointError(f"{path} holds a look-ahead value-guided posterior; look-ahead "
+                              "guidance was removed from rtb-lab (it is in the git history, "
+                              "commit 4f4a499)")
     device = next(prior.parameters()).device
     base = build_posterior(prior, meta.get("base", {}), path)
-    value = None
-    if meta.get("guidance") == "value":
-        value = value_network(meta.get("value_source") or VALUE_ASSET, device)
-    classifier = None if value is not None else load_classifier(device=device)
-    posterior = GuidedPosterior(base, prior, classifier, meta.get("classes"),
-                                float(meta.get("beta", 1.0)), int(meta["num_steps"]), value,
-                                lookahead=bool(meta.get("lookahead", False)))
+    value = value_network(meta.get("value_source") or CHAIN_VALUE_ASSET, device)
+    posterior = GuidedPosterior(base, meta.get("classes"), float(meta.get("beta", 1.0)),
+                                int(meta["num_steps"]), value=value)
     if "guide" not in state or state["guide"].shape != posterior.guide.shape:
         raise CheckpointError(f"{path} does not hold this posterior's guidance scales")
     with torch.no_grad():

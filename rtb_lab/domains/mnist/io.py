@@ -24,8 +24,8 @@ def load_posterior(prior: EpsNet, path: str | Path | None = None,
                    asset: str = EVEN_ASSET) -> nn.Module:
     """Load an adapter onto `prior` (default: the shipped posterior for even digits, beta 1).
 
-    A file saved from a `mnist_guided.GuidedPosterior` loads as one (with its shipped
-    value network, or the classifier for reward guidance).
+    A file saved from a `guided.GuidedPosterior` loads as one, with the value network
+    it recorded (see `guided.guided_from_state`).
 
     Raises:
         CheckpointError: missing or corrupt file, or an adapter trained on another prior.
@@ -49,8 +49,7 @@ def load_posterior(prior: EpsNet, path: str | Path | None = None,
 def load_conditional_posterior(prior: EpsNet, path: str | Path | None = None,
                                asset: str = CONDITIONAL_ASSET) -> nn.Module:
     """Load a conditional posterior: a `SetExpertPosterior`, or a value-guided
-    `mnist_guided.GuidedPosterior` around one. Default: the shipped value-guided one;
-    ``asset=CONDITIONAL_LORA_ASSET`` is the LoRA-only one shipped before it."""
+    `guided.GuidedPosterior` around one. Default: the shipped value-guided one."""
     posterior = load_posterior(prior, path, asset)
     if posterior.cond_dim == 0:
         raise CheckpointError(f"{path} holds a single-target posterior, not a conditional one")

@@ -7,7 +7,7 @@ Two kinds, both starting exactly at the prior (LoRA's B matrices are zero):
   class set owns its own rank-r block of a shared LoRA, scaled by a learned power
   of beta per channel. Sets share nothing trainable, so learning "even" cannot undo
   "3" (a shared adapter conditioned through the time embedding, and per-digit
-  experts summed over a set, both interfered that way; see the README).
+  experts summed over a set, both interfered that way; see docs/mnist.md).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from peft import LoraConfig, inject_adapter_in_model
 from torch import Tensor, nn
 
 from rtb_lab.checkpoint import CheckpointError, save_weights
-from rtb_lab.domains.mnist.prior import IMAGE_SHAPE, NUM_STEPS, EpsNet
+from rtb_lab.domains.mnist.prior import IMAGE_SHAPE, EpsNet
 from rtb_lab.domains.mnist.reward import (
     COND_DIM,
     NUM_CLASSES,
@@ -38,7 +38,6 @@ from rtb_lab.rtb import check_frozen
 LORA_TARGETS = ["conv1", "conv2", "time_emb_proj"]
 EVEN_ASSET = "mnist_even_posterior.safetensors"
 CONDITIONAL_ASSET = "mnist_conditional_posterior.safetensors"  # value-guided set experts
-CONDITIONAL_LORA_ASSET = "mnist_conditional_lora_posterior.safetensors"  # LoRA only
 BETA_RANGE = (0.5, 2.0)
 # Class sets the conditional posterior is trained on (and the notebook offers).
 TRAIN_SETS: tuple[tuple[int, ...], ...] = (
@@ -46,9 +45,8 @@ TRAIN_SETS: tuple[tuple[int, ...], ...] = (
 
 
 def _is_adapter(name: str) -> bool:
-    """Whether a parameter is one training changes (LoRA matrices, beta exponents,
-    learned log-std factors)."""
-    return name in ("beta_power", "log_std", "log_std_beta") or "lora_" in name
+    """Whether a parameter is one training changes (LoRA matrices, beta exponents)."""
+    return name == "beta_power" or "lora_" in name
 
 
 def _adapted_copy(prior: EpsNet, rank: int) -> nn.Module:
@@ -70,42 +68,22 @@ def _check_images(x: Tensor) -> None:
 class LoRAPosterior(nn.Module):
     """A LoRA-adapted copy of a prior EpsNet, for one class set and beta.
 
-    With `learn_std`, the policy also learns one log-factor per sampling step on the
-    family's fixed std (zero at the start, so the posterior still starts at the prior).
-    A posterior for a sharply tilted reward may need narrower steps where the digit's
-    identity is decided; a mean shift alone leaves the Gaussian's tail on the other side.
-    (On the shipped MNIST prior RTB left the factors near 0: see the README.)
+    It predicts the noise; the sampling step's std is the family's fixed one, as for
+    the prior. The network does not depend on the chain length T.
 
     Args:
         prior: the frozen prior (its weights are copied, never modified).
         rank: LoRA rank r (alpha = r, so the adapter's scale is 1).
-        learn_std: learn a log-std factor per step (see `std_scale`).
-        num_steps: the number of sampling steps T those factors are for.
     """
 
     cond_dim = 0
 
-    def __init__(self, prior: EpsNet, rank: int = 8, learn_std: bool = False,
-                 num_steps: int = NUM_STEPS) -> None:
+    def __init__(self, prior: EpsNet, rank: int = 8) -> None:
         super().__init__()
         self.unet = _adapted_copy(prior, rank)
-        self.rank, self.learn_std, self.num_steps = rank, learn_std, num_steps
+        self.rank = rank
         self.prior_sha256 = getattr(prior, "sha256", None)
-        if learn_std:
-            self.log_std = nn.Parameter(torch.zeros(num_steps))
         self.to(next(prior.parameters()).device)
-
-    def std_scale(self, k: Tensor, cond: Tensor | None = None) -> Tensor | None:
-        """[N] factor on the family's std at steps k [N] (None without `learn_std`)."""
-        if not self.learn_std:
-            return None
-        self._check_steps(k)
-        return torch.exp(self.log_std[k])
-
-    def _check_steps(self, k: Tensor) -> None:
-        if int(k.max()) >= self.num_steps:
-            raise ValueError(f"this posterior learned its std for T = {self.num_steps} steps, "
-                             f"got step {int(k.max())}; sample with num_steps={self.num_steps}")
 
     def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
         """[B, 1, 28, 28] noisy images at times t [B] -> predicted noise."""
@@ -114,11 +92,11 @@ class LoRAPosterior(nn.Module):
 
     def metadata(self) -> dict[str, Any]:
         """What `load_posterior` needs to rebuild this module."""
-        return {"arch": "LoRAPosterior", "rank": self.rank, "cond_dim": 0,
-                "learn_std": self.learn_std, "num_steps": self.num_steps}
+        return {"arch": "LoRAPosterior", "rank": self.rank, "cond_dim": 0}
 
     def adapter_state_dict(self) -> dict[str, Tensor]:
-        """Only what training changes (the LoRA matrices)."""
+        """Only what training changes (the LoRA matrices, and a set-expert posterior's
+        beta exponents)."""
         return {name: tensor for name, tensor in self.state_dict().items() if _is_adapter(name)}
 
 
@@ -133,22 +111,17 @@ class SetExpertPosterior(LoRAPosterior):
         prior: the frozen prior.
         sets: the class sets it can be conditioned on.
         rank: LoRA rank per set.
-        learn_std: learn a log-std factor per set and step, a + b log beta.
-        num_steps: the number of sampling steps T those factors are for.
     """
 
     cond_dim = COND_DIM
 
     def __init__(self, prior: EpsNet, sets: Iterable[Iterable[int]] = TRAIN_SETS,
-                 rank: int = 4, learn_std: bool = False, num_steps: int = NUM_STEPS) -> None:
+                 rank: int = 4) -> None:
         sets = tuple(tuple(parse_classes(list(s))) for s in sets)
         if len(set(sets)) != len(sets) or not sets:
             raise ValueError(f"sets must be distinct and non-empty, got {sets}")
-        super().__init__(prior, rank * len(sets), num_steps=num_steps)  # every block
-        self.sets, self.rank, self.learn_std = sets, rank, learn_std
-        if learn_std:  # log-std factor per set and step: a + b log beta
-            self.log_std = nn.Parameter(torch.zeros(len(sets), num_steps))
-            self.log_std_beta = nn.Parameter(torch.zeros(len(sets), num_steps))
+        super().__init__(prior, rank * len(sets))  # every block
+        self.sets, self.rank = sets, rank
         self.register_buffer("set_masks", torch.stack([class_mask(s) for s in sets]))
         self.lora_layers = [name.removesuffix(".lora_A.default") for name, _ in
                             self.unet.named_modules() if name.endswith("lora_A.default")]
@@ -163,14 +136,6 @@ class SetExpertPosterior(LoRAPosterior):
     def _gate(self, index: int, module: nn.Module, inputs: Any, output: Tensor) -> Tensor:
         gate = self._gates * torch.exp(self.beta_power[index] * self._log_beta[:, None])
         return output * gate.view(*gate.shape, *(1,) * (output.dim() - 2))
-
-    def std_scale(self, k: Tensor, cond: Tensor | None = None) -> Tensor | None:
-        """[N] factor on the family's std at steps k [N] for conditions [N, 11]."""
-        if not self.learn_std:
-            return None
-        self._check_steps(k)
-        index, log_beta = self.set_index(cond), cond[:, NUM_CLASSES]
-        return torch.exp(self.log_std[index, k] + self.log_std_beta[index, k] * log_beta)
 
     def set_index(self, cond: Tensor) -> Tensor:
         """[B] index into `sets` of each condition row's class set.
@@ -196,9 +161,7 @@ class SetExpertPosterior(LoRAPosterior):
         a CPU: the gate no longer computes every set's block)."""
         index = int(self.set_index(make_condition(classes, beta).to(self.set_masks.device)))
         block = slice(index * self.rank, (index + 1) * self.rank)
-        single = LoRAPosterior(prior, self.rank, self.learn_std, self.num_steps)
-        if self.learn_std:
-            single.log_std.copy_(self.log_std[index] + self.log_std_beta[index] * math.log(beta))
+        single = LoRAPosterior(prior, self.rank)
         for layer, name in enumerate(self.lora_layers):
             gate = torch.exp(self.beta_power[layer, block] * math.log(beta))
             a = self.unet.get_submodule(f"{name}.lora_A.default").weight[block]
@@ -234,14 +197,13 @@ class SetExpertPosterior(LoRAPosterior):
                 "sets": [list(s) for s in self.sets]}
 
 
-def make_posterior(prior: EpsNet, rank: int | None = None, conditional: bool = False,
-                   learn_std: bool = False) -> LoRAPosterior:
+def make_posterior(prior: EpsNet, rank: int | None = None,
+                   conditional: bool = False) -> LoRAPosterior:
     """A posterior starting exactly at the prior: one adapter (rank 8), or the
-    conditional set-expert posterior (rank 4 per trained set); `learn_std` adds the
-    learned per-step std factors."""
+    conditional set-expert posterior (rank 4 per trained set)."""
     if conditional:
-        return SetExpertPosterior(prior, rank=rank or 4, learn_std=learn_std)
-    return LoRAPosterior(prior, rank or 8, learn_std=learn_std)
+        return SetExpertPosterior(prior, rank=rank or 4)
+    return LoRAPosterior(prior, rank or 8)
 
 
 def save_posterior(posterior: LoRAPosterior, path: str | Path, command: str,
@@ -256,17 +218,24 @@ def save_posterior(posterior: LoRAPosterior, path: str | Path, command: str,
     return save_weights(holder, path, meta)
 
 
-
-
 def build_posterior(prior: EpsNet, meta: dict[str, Any], path: str | Path = "") -> LoRAPosterior:
-    """A fresh (prior-equal) posterior with the layout `metadata()` recorded."""
+    """A fresh (prior-equal) posterior with the layout `metadata()` recorded.
+
+    Files saved before learned std factors were removed record ``"learn_std": false``
+    (and the ``num_steps`` those factors were for); they load as before.
+
+    Raises:
+        CheckpointError: not a LoRA posterior, or one with learned std factors.
+    """
     if meta.get("arch") not in ("LoRAPosterior", "SetExpertPosterior"):
         raise CheckpointError(f"{path} is not an MNIST LoRA posterior (arch={meta.get('arch')!r})")
-    std = {"learn_std": bool(meta.get("learn_std", False)),
-           "num_steps": int(meta.get("num_steps", NUM_STEPS))}
+    if meta.get("learn_std"):
+        raise CheckpointError(f"{path} holds a posterior with learned std factors "
+                              "(learn_std); learned std was removed from rtb-lab (it is in "
+                              "the git history, commit 4f4a499)")
     if meta["arch"] == "SetExpertPosterior":
-        return SetExpertPosterior(prior, meta["sets"], meta["rank"], **std)
-    return LoRAPosterior(prior, meta["rank"], **std)
+        return SetExpertPosterior(prior, meta["sets"], meta["rank"])
+    return LoRAPosterior(prior, meta["rank"])
 
 
 def load_adapter(posterior: nn.Module, state: dict[str, Tensor], path: str | Path = "") -> None:
@@ -300,13 +269,14 @@ def scale_adapter(posterior: LoRAPosterior, alpha: float) -> LoRAPosterior:
 
 @torch.no_grad()
 def warm_start(posterior: LoRAPosterior, trained: LoRAPosterior) -> LoRAPosterior:
-    """Copy `trained`'s adapter into `posterior` (same arch, sets and rank; `posterior`
-    may add learned std factors, which keep their zero start). Returns `posterior`."""
+    """Copy `trained`'s adapter into `posterior` (same arch, sets and rank). Returns
+    `posterior`."""
     target = posterior.adapter_state_dict()
     source = trained.adapter_state_dict()
     same_layout = (type(posterior) is type(trained)
                    and getattr(posterior, "sets", None) == getattr(trained, "sets", None)
-                   and all(name in target and target[name].shape == tensor.shape
+                   and set(target) == set(source)
+                   and all(target[name].shape == tensor.shape
                            for name, tensor in source.items()))
     if not same_layout:
         raise ValueError(f"cannot warm-start a {posterior.metadata()} posterior from a "

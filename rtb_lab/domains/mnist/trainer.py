@@ -76,13 +76,12 @@ def make_trainer(classes: str | int | Iterable[int] = "even", beta: float = 1.0,
                  classifier: DigitClassifier | None = None, rank: int = 8,
                  num_steps: int = NUM_STEPS, out_dir: str | Path | None = None,
                  evaluator: Callable[[RTBTrainer], dict[str, float]] | None = None,
-                 value: NoisyClassifier | None = None, init_scale: float = 1.0,
-                 lookahead: bool = False) -> RTBTrainer:
+                 value: NoisyClassifier | None = None,
+                 init_scale: float = 1.0) -> RTBTrainer:
     """An RTB trainer for p(x) r_S(x)^beta, r_S(x) = max_{c in S} p(c | x).
 
     The policy is a rank-`rank` LoRA posterior; with a `value` network, a value-guided
-    `mnist_guided.GuidedPosterior` around it whose per-step scales start at `init_scale`
-    (`lookahead`: its mean-shift form, see `GuidedPosterior`).
+    `guided.GuidedPosterior` around it whose per-step scales start at `init_scale`.
     """
     check_beta(beta)
     prior = prior or load_prior()
@@ -91,8 +90,8 @@ def make_trainer(classes: str | int | Iterable[int] = "even", beta: float = 1.0,
     reward = class_set_reward(classifier, parse_classes(classes))
     posterior = make_posterior(prior, rank)
     if value is not None:
-        posterior = GuidedPosterior(posterior, prior, None, classes, beta, num_steps,
-                                    value=value, init_scale=init_scale, lookahead=lookahead)
+        posterior = GuidedPosterior(posterior, classes, beta, num_steps, value=value,
+                                    init_scale=init_scale)
     return RTBTrainer(prior, posterior, make_family(num_steps),
                       lambda x: reward(decode(prior, x)), IMAGE_SHAPE, config,
                       evaluator=evaluator, out_dir=out_dir)

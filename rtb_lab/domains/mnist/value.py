@@ -6,16 +6,17 @@ shift of sigma^2 grad log h, which in noise-prediction terms is
 
     eps_post(x_t) = eps_prior(x_t) - sqrt(1 - abar_t) grad_x log h(x_t, t).
 
-The reward's gradient at the prior's clean-image guess (DPS, `mnist_guided`'s default)
-is a poor stand-in for grad log h at high noise: the guess is a blurred average digit.
-A `NoisyClassifier` learns h itself. Trained once, offline, on noised images labelled
-by the frozen reward classifier: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise at a
-random training time t, target p(c | x_0) (soft). Its output for class set S is then an
-estimate of E[r_S(x_0) | x_t] for every S at once (r_S is a sum of class probabilities).
+The reward's gradient at the prior's clean-image guess (DPS,
+`rtb_lab.baselines.guidance.GuidedEps`) is a poor stand-in for grad log h at high
+noise: the guess is a blurred average digit. A `NoisyClassifier` learns h itself.
+Trained once, offline, on noised images labelled by the frozen reward classifier:
+x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise at a random training time t, target
+p(c | x_0) (soft). Its output for class set S is then an estimate of E[r_S(x_0) | x_t]
+for every S at once (r_S is a sum of class probabilities).
 
 It is a frozen feature of the state for RTB (like the classifier itself), so a policy
 that uses its gradient still has the exact posterior as RTB's optimum
-(`mnist_guided.GuidedPosterior(value=...)`).
+(`mnist.GuidedPosterior(..., value=...)`).
 """
 
 from __future__ import annotations
@@ -46,9 +47,9 @@ from rtb_lab.domains.mnist.prior import (
 from rtb_lab.domains.mnist.reward import NUM_CLASSES, DigitClassifier, fit_classifier
 from rtb_lab.rtb import freeze
 
-VALUE_ASSET = "mnist_value.safetensors"  # forward-noised images (`chains=0`)
-CHAIN_VALUE_ASSET = "mnist_chain_value.safetensors"  # that, continued on the prior's chain
-VALUE_ASSETS = (VALUE_ASSET, CHAIN_VALUE_ASSET)
+# The shipped value: trained on forward-noised images (`chains=0`), then continued on
+# the prior's own chain (see its manifest entry for the two commands).
+CHAIN_VALUE_ASSET = "mnist_chain_value.safetensors"
 _FREQUENCIES = 8  # sinusoidal features of t / NUM_TRAIN_TIMES
 
 
@@ -193,26 +194,30 @@ def save_noisy_classifier(model: NoisyClassifier, path: str | Path, command: str
 
 
 def load_noisy_classifier(path: str | Path | None = None,
-                          device: torch.device | str = "cpu",
-                          asset: str = VALUE_ASSET) -> NoisyClassifier:
-    """Load a frozen noisy classifier: a shipped one (sha256-checked; `asset` is one of
-    `VALUE_ASSETS`) or your file. The result's `source` names where it came from (a
+                          device: torch.device | str = "cpu") -> NoisyClassifier:
+    """Load a frozen noisy classifier: the shipped chain value (`CHAIN_VALUE_ASSET`,
+    sha256-checked) or your file. The result's `source` names where it came from (a
     saved value-guided posterior records it, so it reloads with the same value).
 
     Raises:
         CheckpointError: the file is missing, corrupt, or not a NoisyClassifier.
     """
-    model = load_module(path, asset, "NoisyClassifier", "an MNIST noisy classifier",
+    model = load_module(path, CHAIN_VALUE_ASSET, "NoisyClassifier",
+                        "an MNIST noisy classifier",
                         lambda meta: NoisyClassifier(int(meta["width"])))
-    model.source = asset if path is None else str(path)
+    model.source = CHAIN_VALUE_ASSET if path is None else str(path)
     return freeze(model.eval().to(device))
 
 
 def value_network(source: str | Path, device: torch.device | str = "cpu") -> NoisyClassifier:
-    """`load_noisy_classifier` by one name: a shipped asset in `VALUE_ASSETS`, else a file."""
-    if str(source) in VALUE_ASSETS:
-        return load_noisy_classifier(device=device, asset=str(source))
+    """`load_noisy_classifier` by one name: the shipped `CHAIN_VALUE_ASSET`, else a file.
+
+    Raises:
+        CheckpointError: neither the shipped name nor an existing file.
+    """
+    if str(source) == CHAIN_VALUE_ASSET:
+        return load_noisy_classifier(device=device)
     if not Path(source).is_file():
         raise CheckpointError(f"{source} is neither a shipped value network "
-                              f"({', '.join(VALUE_ASSETS)}) nor a file")
+                              f"({CHAIN_VALUE_ASSET}) nor a file")
     return load_noisy_classifier(source, device=device)
