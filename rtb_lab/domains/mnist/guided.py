@@ -12,7 +12,7 @@ the policy stays a Gaussian whose log-probability RTB differentiates with respec
 LoRA weights and the scales c only, and RTB's optimum is still the exact posterior.
 With the default ``init_scale=0`` the policy starts at its base posterior (the prior,
 for a fresh LoRA). Value guidance at c = 1 is already close to the posterior's path (see
-the README), so the trainers start value-guided posteriors from ``init_scale=1``.
+docs/mnist.md), so the trainers start value-guided posteriors from ``init_scale=1``.
 (Guidance by the reward's gradient at the prior's clean-image estimate, DPS, is biased
 and far from the posterior's path; it is a baseline: `rtb_lab.baselines.guidance.GuidedEps`.)
 """
