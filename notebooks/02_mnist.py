@@ -115,7 +115,7 @@ print(f"prior: E[log r] = {log_r.mean():.2f}, share even = {(log_r > -0.69).floa
 # an unbiased estimate (`TrainConfig.grad_steps`) at about half the cost per iteration.
 
 # %%
-config = mnist.train_config().with_steps(15 if FAST else 120)  # ~3.5 s a step on 2 cores
+config = mnist.train_config().with_steps(8 if FAST else 120)  # ~3.5 s a step on 2 cores
 trainer = mnist.make_trainer("even", beta=1.0, config=config, prior=prior,
                              classifier=classifier,
                              evaluator=mnist.make_evaluator("even", classifier, 128))
@@ -129,7 +129,7 @@ print(f"max |log q - log p| at initialisation: {gap:.2e}; "
 # %% [markdown]
 # Train with a live dashboard (loss, learned $\log Z$, current samples). Interrupt the
 # kernel at any time: the trainer stays consistent, and running the cell again continues.
-# Fast mode trains 15 steps, full mode 120 (about 7 minutes on 2 CPU cores); section 4
+# Fast mode trains 8 steps, full mode 120 (about 7 minutes on 2 CPU cores); section 4
 # loads a posterior trained for longer.
 
 # %%
@@ -267,14 +267,14 @@ display(viz.denoising_strip(trajectories, 7, decode=lambda x: mnist_prior.decode
 # prior's noise prediction (no training, biased), **DPOK** is KL-regularised RL
 # (REINFORCE on $\beta \log r$ with a KL to the prior). The paper (V100, larger prior):
 # RTB $\mathbb E[\log r] = -0.18$, diversity 0.168; DPS $-1.23$ / 0.171; DPOK $-0.078$ / 0.163.
-# In fast mode the budget (16k evaluations) only shows that the harness runs; full mode
+# In fast mode the budget (12k evaluations) only shows that the harness runs; full mode
 # spends 110k, about 70 RTB steps. There (measured on CPU) RTB reaches 77% even digits and
 # DPOK has not moved yet, while DPS is at 99% with E[log r] = -0.07 after 5k evaluations:
 # on this small prior the classifier's gradient is a very strong signal. DPS's price is
 # bias (its samples do not follow $p\,r^\beta$; see tutorial 01b); RTB's is training time.
 
 # %%
-table = compare.compare("mnist", seeds=1, budget=16_000 if FAST else 110_000)
+table = compare.compare("mnist", seeds=1, budget=12_000 if FAST else 110_000)
 print(table.to_markdown())
 display(table.plot())
 display(viz.grid_figure({m: x[:32] for m, x in table.samples.items()}))
