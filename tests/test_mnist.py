@@ -14,6 +14,7 @@ from rtb_lab.baselines.guidance import GuidedEps
 from rtb_lab.checkpoint import CheckpointError, assets_dir
 from rtb_lab.diffusion import sample_trajectories, trajectory_log_prob
 from rtb_lab.domains import mnist
+from rtb_lab.domains.images import data as image_data
 from rtb_lab.domains.mnist import bank as mnist_bank
 from rtb_lab.domains.mnist import data as images
 from rtb_lab.domains.mnist import prior as mnist_prior
@@ -33,7 +34,7 @@ def test_offline_subset_has_the_documented_size_and_type(capsys):
     assert set(np.unique(train.labels)) == set(range(10))
     x, y = test.tensors(5)
     assert x.shape == (5, 1, 28, 28) and x.min() >= -1 and x.max() <= 1 and y.dtype == torch.long
-    np.testing.assert_array_equal(images.to_pixels(x), test.images[:5])  # exact round trip
+    np.testing.assert_array_equal(image_data.to_pixels(x), test.images[:5])  # exact round trip
 
 
 def test_read_idx_parses_a_hand_written_file(tmp_path):
@@ -56,7 +57,7 @@ def test_download_rejects_a_checksum_mismatch(tmp_path):
     source = tmp_path / "file.bin"
     source.write_bytes(b"not mnist")
     with pytest.raises(images.DatasetError, match="sha256"):
-        images.download(source.as_uri(), tmp_path / "out.bin", "0" * 64)
+        image_data.download(source.as_uri(), tmp_path / "out.bin", "0" * 64)
     assert not (tmp_path / "out.bin").exists()
 
 
@@ -292,7 +293,7 @@ def test_prior_checkpoint_errors(tmp_path):
     bad.write_bytes(b"garbage")
     with pytest.raises(CheckpointError):
         mnist_prior.load_prior(bad)
-    with pytest.raises(CheckpointError, match="not an MNIST prior"):
+    with pytest.raises(CheckpointError, match="not an image prior"):
         mnist_prior.load_prior(assets_dir() / "toy2d_prior.safetensors")
 
 

@@ -284,8 +284,22 @@ def test_class_set_panel_redraws_once_per_change():
     panel.slider.value = 2.0
     assert calls[-1] == ((1, 5, 7, 9), 2.0, 8) and panel.last_beta == 2.0
     panel.set_classes(())
-    assert len(calls) == 4 and "at least one digit" in panel.label.value
+    assert len(calls) == 4 and "at least one class" in panel.label.value
     assert "digits 1579, β = 2.00" in panel.figure.axes[0].get_title()
+
+
+def test_class_set_panel_with_named_classes_and_colour_images():
+    from rtb_lab.viz.images import ClassSetPanel, tile
+
+    names = ("disc", "ring", "square")
+    panel = ClassSetPanel(lambda classes, beta, n: torch.rand(n, 3, 8, 8) * 2 - 1,
+                          lambda classes, x: {}, classes=(0,), names=names,
+                          presets={"round": (0, 1)}, num_samples=4)
+    assert [t.description for t in panel.toggles] == list(names)
+    panel.presets["round"].click()
+    assert panel.classes == (0, 1) and "disc+ring, β = 1.00" in panel.figure.axes[0].get_title()
+    mosaic = tile(torch.zeros(4, 3, 8, 8), ncol=2)
+    assert mosaic.shape == (17, 17, 3) and mosaic[8, 0, 0] == 255 and mosaic[0, 0, 0] == 128
 
 
 def test_format_metrics_shows_numbers_and_text_and_skips_the_rest():

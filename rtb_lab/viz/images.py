@@ -18,19 +18,21 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from rtb_lab.diffusion import Trajectory
-from rtb_lab.domains.mnist.data import to_pixels
+from rtb_lab.domains.images.data import to_pixels
 from rtb_lab.viz.widgets import beta_slider, format_metrics, show_in
 
 DIGITS = tuple(range(10))
 
 
 def tile(x: Tensor, ncol: int | None = None, pad: int = 1) -> np.ndarray:
-    """[N, 1, H, W] images in [-1, 1] -> one uint8 mosaic [rows*(H+pad), ncol*(W+pad)]."""
+    """[N, C, H, W] images in [-1, 1] -> one uint8 mosaic [rows*(H+pad), ncol*(W+pad)]
+    (grey), or [..., 3] for colour images."""
     pixels = to_pixels(x)
     n, h, w = pixels.shape[:3]
     ncol = ncol or math.ceil(math.sqrt(n))
     nrow = math.ceil(n / ncol)
-    mosaic = np.full((nrow * (h + pad) - pad, ncol * (w + pad) - pad), 255, np.uint8)
+    mosaic = np.full((nrow * (h + pad) - pad, ncol * (w + pad) - pad, *pixels.shape[3:]), 255,
+                     np.uint8)
     for i in range(n):
         r, c = divmod(i, ncol)
         mosaic[r * (h + pad): r * (h + pad) + h, c * (w + pad): c * (w + pad) + w] = pixels[i]
@@ -38,8 +40,8 @@ def tile(x: Tensor, ncol: int | None = None, pad: int = 1) -> np.ndarray:
 
 
 def draw_grid(ax: Axes, x: Tensor, title: str | None = None, ncol: int | None = None) -> None:
-    """Show images x [N, 1, H, W] as a grid on `ax`."""
-    ax.imshow(tile(x, ncol), cmap="gray", vmin=0, vmax=255)
+    """Show images x [N, C, H, W] (grey or colour) as a grid on `ax`."""
+    ax.imshow(tile(x, ncol), cmap="gray" if x.shape[1] == 1 else None, vmin=0, vmax=255)
     ax.set_axis_off()
     if title:
         ax.set_title(title, fontsize=10)
@@ -79,7 +81,7 @@ def denoising_strip(trajectories: dict[str, Trajectory], num_frames: int = 8,
 
 
 class ClassSetPanel:
-    """Toggle target digits and move beta; posterior samples redraw at once.
+    """Toggle target classes and move beta; posterior samples redraw at once.
 
     Args:
         sample_fn: ``sample_fn(classes, beta, n) -> [n, 1, H, W]`` posterior samples
@@ -90,10 +92,12 @@ class ClassSetPanel:
         betas: the slider's range.
         num_samples: images per draw.
         title: what the samples are (the grid's title starts with it).
+        names: one toggle label per class (default: the digits).
+        presets: buttons that toggle a named set (default: "even" and "odd").
 
     Attributes:
         widget: what to display.
-        toggles: one ToggleButton per digit; `presets`: the "even" and "odd" buttons.
+        toggles: one ToggleButton per class; `presets`: the named-set buttons.
         slider: the beta slider.
         last_classes, last_beta, last_metrics: what the last draw used and measured.
     """
@@ -102,16 +106,22 @@ class ClassSetPanel:
                  evaluate_fn: Callable[[tuple[int, ...], Tensor], dict[str, Any]],
                  classes: Sequence[int] = (0, 2, 4, 6, 8), beta: float = 1.0,
                  betas: tuple[float, float] = (0.25, 4.0), num_samples: int = 32,
-                 title: str = "posterior") -> None:
+                 title: str = "posterior", names: Sequence[str] = tuple(map(str, DIGITS)),
+                 presets: dict[str, Sequence[int]] | None = None) -> None:
         self.sample_fn, self.evaluate_fn = sample_fn, evaluate_fn
-        self.num_samples, self.title = num_samples, title
-        self.toggles = [widgets.ToggleButton(value=d in classes, description=str(d),
-                                             layout=widgets.Layout(width="38px"))
-                        for d in DIGITS]
-        self.presets = {name: widgets.Button(description=name, layout=widgets.Layout(width="56px"))
-                        for name in ("even", "odd")}
-        self.presets["even"].on_click(lambda button: self.set_classes((0, 2, 4, 6, 8)))
-        self.presets["odd"].on_click(lambda button: self.set_classes((1, 3, 5, 7, 9)))
+        self.num_samples, self.title, self.names = num_samples, title, tuple(names)
+        self.indices = range(len(self.names))
+        width = f"{max(38, 9 * max(map(len, self.names)) + 14)}px"
+        self.toggles = [widgets.ToggleButton(value=c in classes, description=name,
+                                             layout=widgets.Layout(width=width))
+                        for c, name in zip(self.indices, self.names, strict=True)]
+        presets = {"even": (0, 2, 4, 6, 8), "odd": (1, 3, 5, 7, 9)} if presets is None \
+            else presets
+        self.presets = {}
+        for name, members in presets.items():
+            button = widgets.Button(description=name, layout=widgets.Layout(width="72px"))
+            button.on_click(lambda button, members=tuple(members): self.set_classes(members))
+            self.presets[name] = button
         self.slider = beta_slider(beta, betas)
         self.label = widgets.HTML()
         self.output = widgets.Output()
@@ -129,15 +139,16 @@ class ClassSetPanel:
 
     @property
     def classes(self) -> tuple[int, ...]:
-        """The digits currently toggled on."""
-        return tuple(d for d, toggle in zip(DIGITS, self.toggles, strict=True) if toggle.value)
+        """The classes currently toggled on."""
+        return tuple(c for c, toggle in zip(self.indices, self.toggles, strict=True)
+                     if toggle.value)
 
     def set_classes(self, classes: Sequence[int]) -> None:
         """Toggle exactly `classes` on, then redraw once."""
         self._holding = True
         try:
-            for digit, toggle in zip(DIGITS, self.toggles, strict=True):
-                toggle.value = digit in classes
+            for index, toggle in zip(self.indices, self.toggles, strict=True):
+                toggle.value = index in classes
         finally:
             self._holding = False
         self.draw()
@@ -147,16 +158,19 @@ class ClassSetPanel:
             self.draw()
 
     def draw(self) -> None:
-        """Sample for the current digits and beta, measure, and redraw."""
+        """Sample for the current classes and beta, measure, and redraw."""
         classes, beta = self.classes, float(self.slider.value)
         if not classes:
-            self.label.value = "Toggle at least one digit."
+            self.label.value = "Toggle at least one class."
             return
         x = self.sample_fn(classes, beta, self.num_samples)
         metrics = self.evaluate_fn(classes, x)
         self.figure.clear()
-        digits = "".join(map(str, classes))
-        draw_grid(self.figure.subplots(), x, f"{self.title}: digits {digits}, β = {beta:.2f}")
+        if all(len(name) == 1 for name in self.names):  # digits: "024", as before
+            chosen = "digits " + "".join(self.names[c] for c in classes)
+        else:
+            chosen = "+".join(self.names[c] for c in classes)
+        draw_grid(self.figure.subplots(), x, f"{self.title}: {chosen}, β = {beta:.2f}")
         self.label.value = format_metrics(metrics)
         show_in(self.output, self.figure)
         self.last_classes, self.last_beta, self.last_metrics = classes, beta, metrics

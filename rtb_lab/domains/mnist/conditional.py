@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from rtb_lab.diffusion import sample_trajectories
+from rtb_lab.domains.images import conditional as image_conditional
 from rtb_lab.domains.mnist import bank as mnist_bank
 from rtb_lab.domains.mnist.evaluation import evaluate_images
 from rtb_lab.domains.mnist.guided import GuidedPosterior
@@ -33,6 +34,7 @@ from rtb_lab.domains.mnist.prior import (
     make_family,
 )
 from rtb_lab.domains.mnist.reward import (
+    DIGITS,
     DigitClassifier,
     class_set_reward,
     conditional_reward,
@@ -73,20 +75,8 @@ def conditional_config(steps: int | None = None, per_set_batch: int | None = Non
 def sample_conditions(sets: Iterable[tuple[int, ...]] = TRAIN_SETS,
                       beta_range: tuple[float, float] = BETA_RANGE
                       ) -> Callable[[int, torch.Generator], Tensor]:
-    """A sampler of conditions: class sets in a random order (each once per len(sets)
-    draws, so a batch of len(sets) groups covers them all), beta log-uniformly."""
-    sets = list(sets)
-    low, high = (torch.tensor(b).log() for b in beta_range)
-
-    def draw(n: int, generator: torch.Generator) -> Tensor:
-        rounds = -(-n // len(sets))
-        picks = torch.cat([torch.randperm(len(sets), generator=generator)
-                           for _ in range(rounds)])[:n].tolist()
-        betas = (low + (high - low) * torch.rand(n, generator=generator)).exp()
-        return torch.cat([make_condition(sets[i], float(b)) for i, b in zip(picks, betas,
-                                                                            strict=True)])
-
-    return draw
+    """A sampler of digit-set conditions (see `rtb_lab.domains.images.conditional`)."""
+    return image_conditional.sample_conditions(DIGITS, sets, beta_range)
 
 
 def make_conditional_trainer(config: TrainConfig | None = None, *,

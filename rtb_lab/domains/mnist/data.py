@@ -1,30 +1,20 @@
-"""Image datasets for the vision domains: a real downloader and shipped offline subsets.
+"""MNIST: the real downloader (IDX files from public mirrors) and the shipped subset.
 
-Images are kept as uint8 arrays [N, H, W] (grey) or [N, H, W, C] (colour) and turned
-into model space (float in [-1, 1], [N, C, H, W]) on demand. The full datasets are
-downloaded from public mirrors, sha256-checked and cached; without a network the
-loaders fall back to the subsets in ``rtb_lab/assets`` and say so. Nothing here
-unpickles data: the subsets are npz files read with ``allow_pickle=False``.
+The full set is downloaded, sha256-checked and cached; without a network the loader
+falls back to the subset in ``rtb_lab/assets`` and says so. Nothing here unpickles
+data: the subset is an npz file read with ``allow_pickle=False``.
 """
 
 from __future__ import annotations
 
 import gzip
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-import torch
-from torch import Tensor
 
-from rtb_lab.checkpoint import assets_dir, sha256_of
+from rtb_lab.checkpoint import assets_dir
 from rtb_lab.config import cache_dir
-
-Split = Literal["train", "test"]
-Source = Literal["auto", "offline", "full"]
+from rtb_lab.domains.images.data import DatasetError, ImageSet, Source, Split, download
 
 MNIST_SUBSET = "mnist_subset.npz"
 MNIST_MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -40,73 +30,6 @@ MNIST_FILES = {
     ("test", "labels"): ("t10k-labels-idx1-ubyte.gz",
                          "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
 }
-
-
-class DatasetError(RuntimeError):
-    """A dataset could not be downloaded, verified or read."""
-
-
-@dataclass(frozen=True)
-class ImageSet:
-    """Images with labels, and where they came from.
-
-    Attributes:
-        images: uint8 [N, H, W] or [N, H, W, C].
-        labels: int [N] class indices.
-        source: a human-readable provenance, e.g. "offline subset (12,000 of 60,000)".
-    """
-
-    images: np.ndarray
-    labels: np.ndarray
-    source: str
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def tensors(self, limit: int | None = None) -> tuple[Tensor, Tensor]:
-        """(x [N, C, H, W] float in [-1, 1], y [N] long), the first `limit` items."""
-        images, labels = self.images[:limit], self.labels[:limit]
-        return to_model_space(images), torch.as_tensor(labels.astype(np.int64))
-
-
-def to_model_space(images: np.ndarray) -> Tensor:
-    """uint8 [N, H, W(, C)] -> float [N, C, H, W] in [-1, 1]."""
-    x = torch.as_tensor(np.ascontiguousarray(images)).float() / 127.5 - 1.0
-    return x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2).contiguous()
-
-
-def to_pixels(x: Tensor) -> np.ndarray:
-    """float [N, C, H, W] in [-1, 1] -> uint8 [N, H, W] (grey) or [N, H, W, C]."""
-    pixels = ((x.detach().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    pixels = pixels.permute(0, 2, 3, 1)
-    return (pixels[..., 0] if pixels.shape[-1] == 1 else pixels).numpy()
-
-
-def download(url: str, dest: Path, sha256: str, timeout: float = 30.0) -> Path:
-    """Download `url` to `dest` (atomic), check its sha256, and return `dest`.
-
-    Raises:
-        DatasetError: no network, a timeout, an HTTP error or a checksum mismatch, with
-            the URL and what to do instead.
-    """
-    if dest.is_file() and sha256_of(dest) == sha256:
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(dest.suffix + ".part")
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
-            while block := response.read(1 << 20):
-                out.write(block)
-    except (urllib.error.URLError, OSError, TimeoutError) as error:
-        tmp.unlink(missing_ok=True)
-        raise DatasetError(f"could not download {url}: {error}. Without a network, use "
-                           "source='offline' (the subset shipped with rtb-lab).") from error
-    if (found := sha256_of(tmp)) != sha256:
-        tmp.unlink(missing_ok=True)
-        raise DatasetError(f"{url} has sha256 {found[:12]}..., expected {sha256[:12]}...; "
-                           "the mirror may be serving something else")
-    tmp.replace(dest)
-    return dest
 
 
 def read_idx(path: Path) -> np.ndarray:

@@ -14,6 +14,7 @@ from rtb_lab.checkpoint import record_asset
 from rtb_lab.device import get_device
 from rtb_lab.diffusion import DDPM
 from rtb_lab.domain import Command, MethodRunner
+from rtb_lab.domains.images.commands import classifier_command, common_arguments, prior_command
 from rtb_lab.domains.mnist import compare, conditional, data, evaluation, prior, reward, value
 from rtb_lab.domains.mnist.posterior import BETA_RANGE, CONDITIONAL_ASSET, save_posterior
 from rtb_lab.domains.mnist.trainer import (
@@ -23,48 +24,6 @@ from rtb_lab.domains.mnist.trainer import (
     train_config,
 )
 from rtb_lab.train import RTBTrainer, TrainConfig, time_budget
-
-
-def _common(parser: argparse.ArgumentParser, out: str) -> None:
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path(out))
-    parser.add_argument("--update-manifest", action="store_true",
-                        help="record the file's sha256 in rtb_lab/assets/manifest.json")
-
-
-def _train_prior_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--steps", type=int, default=4000)
-    _common(parser, prior.PRIOR_ASSET)
-
-
-def _train_prior(args: argparse.Namespace) -> dict:
-    started = time.perf_counter()
-    model = prior.train_prior(args.steps, seed=args.seed)
-    command = f"rtb-lab train-prior mnist --steps {args.steps} --seed {args.seed}"
-    sha256 = prior.save_prior(model, args.out, command)
-    if args.update_manifest:
-        record_asset(args.out.name, sha256, command,
-                     "MNIST DDPM prior: diffusers UNet2DModel (16, 32, 32), EMA weights")
-    return {"out": str(args.out), "sha256": sha256,
-            "seconds": round(time.perf_counter() - started, 2)}
-
-
-def _train_classifier_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--epochs", type=int, default=10)
-    _common(parser, reward.CLASSIFIER_ASSET)
-
-
-def _train_classifier(args: argparse.Namespace) -> dict:
-    started = time.perf_counter()
-    model = reward.train_classifier(args.epochs, seed=args.seed)
-    test_accuracy = reward.accuracy(model, data.load_mnist("test"))
-    command = f"rtb-lab train-classifier mnist --epochs {args.epochs} --seed {args.seed}"
-    sha256 = reward.save_classifier(model, args.out, command, test_accuracy)
-    if args.update_manifest:
-        record_asset(args.out.name, sha256, command,
-                     f"MNIST reward classifier, test accuracy {test_accuracy:.4f}")
-    return {"out": str(args.out), "sha256": sha256, "test_accuracy": round(test_accuracy, 4),
-            "seconds": round(time.perf_counter() - started, 2)}
 
 
 def _train_value_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,7 +37,7 @@ def _train_value_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue from a noisy classifier: a file, or a shipped asset name")
     parser.add_argument("--device", default=None, help="cpu, cuda or mps (default: best)")
     parser.add_argument("--quiet", action="store_true")
-    _common(parser, "mnist_value.safetensors")
+    common_arguments(parser, "mnist_value.safetensors")
 
 
 def _train_value(args: argparse.Namespace) -> dict:
@@ -135,7 +94,7 @@ def _train_amortised_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fit the run into this much training time: the step count (and "
                              "lr schedule) follows the measured speed")
     parser.add_argument("--quiet", action="store_true")
-    _common(parser, CONDITIONAL_ASSET)
+    common_arguments(parser, CONDITIONAL_ASSET)
 
 
 def _print_metrics(trainer: RTBTrainer, metrics: dict[str, Any]) -> None:
@@ -212,17 +171,19 @@ class MNISTDomain:
                             evaluator=evaluation.make_evaluator(target.classes, classifier))
 
     def compare_runners(self) -> dict[str, MethodRunner]:
-        return {method: compare.method_runner(method) for method in compare.METHODS}
+        return compare.method_runners()
 
     def describe(self, metrics: dict[str, float]) -> str:
         return f"E[log r] {metrics['mean_log_r']:.3f}, KL {metrics['kl']:.2f}"
 
     def commands(self) -> dict[str, Command]:
         return {
-            "train-prior": Command("train the DDPM prior on the shipped MNIST subset",
-                                   _train_prior_arguments, _train_prior),
-            "train-classifier": Command("train the reward classifier",
-                                        _train_classifier_arguments, _train_classifier),
+            "train-prior": prior_command(
+                "mnist", prior.train_prior, prior.PRIOR_ASSET,
+                "MNIST DDPM prior: diffusers UNet2DModel (16, 32, 32), EMA weights"),
+            "train-classifier": classifier_command(
+                "mnist", reward.train_classifier, lambda: data.load_mnist("test"),
+                reward.CLASSIFIER_ASSET, "MNIST reward classifier", arch="DigitClassifier"),
             "train-value": Command("train the noisy classifier (the value h(x_t) that "
                                    "value-guided posteriors follow)",
                                    _train_value_arguments, _train_value),

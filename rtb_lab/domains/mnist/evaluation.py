@@ -1,48 +1,24 @@
-"""The paper's MNIST metrics (E[log r], in-set share, diversity, feature FID) and
-evaluators built on them.
-"""
+"""The paper's metrics on MNIST digit sets (the shared ones of
+`rtb_lab.domains.images.evaluation`), their reference images, and evaluators."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-import torch
 from torch import Tensor
 
+from rtb_lab.domains.images import evaluation as image_evaluation
 from rtb_lab.domains.mnist.data import load_mnist
-from rtb_lab.domains.mnist.prior import (
-    decode,
-)
-from rtb_lab.domains.mnist.reward import (
-    DigitClassifier,
-    class_mask,
-    make_condition,
-    set_log_prob,
-)
-from rtb_lab.metrics import cosine_diversity, frechet_distance
+from rtb_lab.domains.mnist.prior import decode
+from rtb_lab.domains.mnist.reward import DIGITS, DigitClassifier, class_mask, make_condition
 from rtb_lab.train import RTBTrainer
 
 
-@torch.no_grad()
 def evaluate_images(x: Tensor, classes: str | int | Iterable[int], classifier: DigitClassifier,
                     reference: Tensor | None = None) -> dict[str, float]:
-    """The paper's metrics for samples x [N, 1, 28, 28] and a target class set.
-
-    Returns:
-        mean_log_reward (E[log r]), in_set (share classified in the set), diversity
-        (mean pairwise cosine distance of classifier features) and, with `reference`
-        images of the target classes, fid (Frechet distance of those features).
-    """
-    mask = class_mask(classes)
-    features = classifier.features(x)
-    log_p = torch.log_softmax(classifier.head(features), 1)
-    log_r = set_log_prob(log_p, mask)
-    metrics = {"mean_log_reward": float(log_r.mean()),
-               "in_set": float(mask.to(x.device)[log_p.argmax(1)].mean()),
-               "diversity": cosine_diversity(features)}
-    if reference is not None:
-        metrics["fid"] = frechet_distance(features, classifier.features(reference.to(x.device)))
-    return metrics
+    """The paper's metrics for digit samples x [N, 1, 28, 28] (see
+    `rtb_lab.domains.images.evaluation.evaluate_images`)."""
+    return image_evaluation.evaluate_images(x, classes, classifier, reference, space=DIGITS)
 
 
 def target_images(classes: str | int | Iterable[int], split: str = "test",
@@ -58,14 +34,8 @@ def make_evaluator(classes: str | int | Iterable[int], classifier: DigitClassifi
                    num_samples: int = 256, cond: Tensor | None = None
                    ) -> Callable[[RTBTrainer], dict[str, float]]:
     """An evaluator for RTBTrainer: metrics of `num_samples` posterior samples."""
-    reference = target_images(classes)
-
-    def evaluate(trainer: RTBTrainer) -> dict[str, float]:
-        rows = None if cond is None else cond.expand(num_samples, -1)
-        x = decode(trainer.prior, trainer.sample(num_samples, cond=rows).x)
-        return evaluate_images(x, classes, classifier, reference)
-
-    return evaluate
+    return image_evaluation.make_evaluator(classes, classifier, target_images(classes),
+                                           space=DIGITS, num_samples=num_samples, cond=cond)
 
 
 def set_evaluator(classifier: DigitClassifier

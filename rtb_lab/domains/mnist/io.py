@@ -9,7 +9,8 @@ from pathlib import Path
 
 from torch import nn
 
-from rtb_lab.checkpoint import CheckpointError, load_weights, shipped_asset
+from rtb_lab.checkpoint import CheckpointError
+from rtb_lab.domains.images.posterior import read_adapter
 from rtb_lab.domains.mnist.guided import guided_from_state
 from rtb_lab.domains.mnist.posterior import (
     CONDITIONAL_ASSET,
@@ -30,15 +31,7 @@ def load_posterior(prior: EpsNet, path: str | Path | None = None,
     Raises:
         CheckpointError: missing or corrupt file, or an adapter trained on another prior.
     """
-    sha256 = None
-    if path is None:
-        path, sha256 = shipped_asset(asset)
-    tensors, meta = load_weights(path, sha256)
-    if meta.get("prior_sha256") != getattr(prior, "sha256", None):
-        raise CheckpointError(
-            f"{path} is an adapter for another prior (sha256 {str(meta.get('prior_sha256'))[:12]}"
-            f"...), not for this one ({str(getattr(prior, 'sha256', None))[:12]}...)")
-    state = {meta[key]: tensor for key, tensor in tensors.items()}
+    state, meta, path = read_adapter(prior, path, asset)
     if meta.get("arch") == "GuidedPosterior":
         return guided_from_state(prior, meta, state, path)
     posterior = build_posterior(prior, meta, path)

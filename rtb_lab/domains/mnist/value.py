@@ -32,7 +32,8 @@ from torch import Tensor, nn
 
 from rtb_lab.checkpoint import CheckpointError, load_module, save_weights
 from rtb_lab.diffusion import sample_trajectories
-from rtb_lab.domains.mnist.data import ImageSet, load_mnist
+from rtb_lab.domains.images.data import ImageSet
+from rtb_lab.domains.mnist.data import load_mnist
 from rtb_lab.domains.mnist.prior import (
     END_TIME,
     IMAGE_SHAPE,

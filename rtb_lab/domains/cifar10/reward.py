@@ -1,0 +1,48 @@
+"""The CIFAR-10 reward: a classifier of 32 x 32 colour images and its class sets.
+
+Offline it classifies the ten stand-in classes (`standin.CLASS_NAMES`; named sets
+"shapes" and "textures"); a classifier trained on real CIFAR-10 (`load_cifar10("train",
+"full")`, online) uses the real class names (`CIFAR10`; "vehicles", "animals"). Both
+are the shared `ConvClassifier` with r_S(x) = max_{c in S} p(c | x).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from rtb_lab.domains.cifar10.data import CLASS_NAMES_CIFAR10
+from rtb_lab.domains.cifar10.standin import CLASS_NAMES, make_standin
+from rtb_lab.domains.images import classifier as image_classifier
+from rtb_lab.domains.images.classes import ClassSpace
+from rtb_lab.domains.images.classifier import ConvClassifier
+from rtb_lab.domains.images.data import ImageSet
+
+IMAGE_SHAPE = (3, 32, 32)
+STANDIN = ClassSpace(CLASS_NAMES, {"shapes": (0, 1, 2, 3, 4), "textures": (5, 6, 7, 8, 9)})
+CIFAR10 = ClassSpace(CLASS_NAMES_CIFAR10, {"vehicles": (0, 1, 8, 9), "animals": (2, 3, 4, 5, 6, 7)})
+CLASSIFIER_ASSET = "cifar10_classifier.safetensors"
+CLASSIFIER_WIDTH = 32
+
+
+def train_classifier(epochs: int = 4, *, data: ImageSet | None = None, lr: float = 2e-3,
+                     width: int = CLASSIFIER_WIDTH, seed: int = 0,
+                     progress: bool = True) -> ConvClassifier:
+    """Train the reward classifier (default data: the generated stand-in training set)."""
+    torch.manual_seed(seed)
+    model = ConvClassifier(IMAGE_SHAPE, width, STANDIN.num_classes)
+    return image_classifier.train_classifier(model, data or make_standin("train"), epochs,
+                                             lr=lr, seed=seed, progress=progress,
+                                             desc="CIFAR-10 classifier")
+
+
+def load_classifier(path: str | Path | None = None,
+                    device: torch.device | str = "cpu") -> ConvClassifier:
+    """Load the frozen reward classifier: the shipped stand-in one (sha256-checked) or yours.
+
+    Raises:
+        CheckpointError: the file is missing, corrupt, or not a 3 x 32 x 32 classifier.
+    """
+    return image_classifier.load_classifier(path, CLASSIFIER_ASSET, IMAGE_SHAPE,
+                                            "a CIFAR-10 classifier", device=device)

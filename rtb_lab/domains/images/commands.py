@@ -1,0 +1,75 @@
+"""The CLI commands every vision domain has: train its prior, train its classifier.
+
+Each domain passes its own training and saving functions; the command records the
+exact command line in the file (and, with --update-manifest, in the asset manifest).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from torch import nn
+
+from rtb_lab.checkpoint import record_asset
+from rtb_lab.domain import Command
+from rtb_lab.domains.images.classifier import accuracy, save_classifier
+from rtb_lab.domains.images.data import ImageSet
+from rtb_lab.domains.images.prior import save_prior
+
+
+def common_arguments(parser: argparse.ArgumentParser, out: str) -> None:
+    """--seed, --out (default: the shipped asset's name) and --update-manifest."""
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path(out))
+    parser.add_argument("--update-manifest", action="store_true",
+                        help="record the file's sha256 in rtb_lab/assets/manifest.json")
+
+
+def prior_command(domain: str, train: Callable[..., nn.Module], asset: str,
+                  description: str, steps: int = 4000) -> Command:
+    """``rtb-lab train-prior DOMAIN --steps N``: `train(steps, seed=...)`, saved to --out."""
+
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--steps", type=int, default=steps)
+        common_arguments(parser, asset)
+
+    def run(args: argparse.Namespace) -> dict:
+        started = time.perf_counter()
+        model = train(args.steps, seed=args.seed)
+        command = f"rtb-lab train-prior {domain} --steps {args.steps} --seed {args.seed}"
+        sha256 = save_prior(model, args.out, command)
+        if args.update_manifest:
+            record_asset(args.out.name, sha256, command, description)
+        return {"out": str(args.out), "sha256": sha256,
+                "seconds": round(time.perf_counter() - started, 2)}
+
+    return Command(f"train the DDPM prior of {domain}", add_arguments, run)
+
+
+def classifier_command(domain: str, train: Callable[..., nn.Module],
+                       test_data: Callable[[], ImageSet], asset: str, description: str,
+                       arch: str = "ConvClassifier", epochs: int = 10) -> Command:
+    """``rtb-lab train-classifier DOMAIN --epochs N``: `train(epochs, seed=...)`, its test
+    accuracy on `test_data()`, saved to --out."""
+
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--epochs", type=int, default=epochs)
+        common_arguments(parser, asset)
+
+    def run(args: argparse.Namespace) -> dict:
+        started = time.perf_counter()
+        model = train(args.epochs, seed=args.seed)
+        test_accuracy = accuracy(model, test_data())
+        command = f"rtb-lab train-classifier {domain} --epochs {args.epochs} --seed {args.seed}"
+        sha256 = save_classifier(model, args.out, command, test_accuracy, arch)
+        if args.update_manifest:
+            record_asset(args.out.name, sha256, command,
+                         f"{description}, test accuracy {test_accuracy:.4f}")
+        return {"out": str(args.out), "sha256": sha256,
+                "test_accuracy": round(test_accuracy, 4),
+                "seconds": round(time.perf_counter() - started, 2)}
+
+    return Command(f"train the reward classifier of {domain}", add_arguments, run)
