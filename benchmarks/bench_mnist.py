@@ -38,14 +38,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
+from memory import print_memory_table, rss_growth_mb
 
 from rtb_lab.diffusion import sample_trajectories
 from rtb_lab.domains import mnist
@@ -101,22 +100,11 @@ def memory_probe(num_steps: int, chunk_steps: int | None) -> float:
     config = replace(mnist.MNIST_CONFIG, eval_every=0, log_z_init_samples=16,
                      chunk_steps=chunk_steps, grad_steps=None)  # the exact gradient
     trainer = mnist.make_trainer("even", 1.0, config, num_steps=num_steps)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    trainer.train_step()
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    return rss_growth_mb(trainer.train_step)
 
 
 def bench_memory() -> None:
-    print("## memory: peak RSS growth of one RTB step (batch 32, exact gradient through all "
-          "T steps), fresh process each")
-    print("| T | one pass (MB) | chunks of 5 steps (MB) |\n|---|---|---|")
-    for num_steps in (10, 20, 40, 80):
-        cells = []
-        for chunk in ("none", "5"):
-            out = subprocess.run([sys.executable, __file__, "--probe", str(num_steps), chunk],
-                                 capture_output=True, text=True, check=True).stdout
-            cells.append(f"{json.loads(out.strip().splitlines()[-1])['mb']:.0f}")
-        print(f"| {num_steps} | {cells[0]} | {cells[1]} |")
+    print_memory_table(__file__, (10, 20, 40, 80), batch=32)
 
 
 def bench_quality(steps: int = 600, save: str | None = None,

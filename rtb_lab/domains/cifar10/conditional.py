@@ -20,6 +20,7 @@ from rtb_lab.domains.images.conditional import (
     set_expert_trainer,
     specialised_sampler,
 )
+from rtb_lab.domains.images.evaluation import evaluate_images
 from rtb_lab.domains.images.posterior import SetExpertPosterior
 from rtb_lab.train import RTBTrainer, TrainConfig
 
@@ -79,22 +80,41 @@ def load_conditional_posterior(prior: nn.Module, path: str | Path | None = None
 class AmortisedOrExact:
     """``sample(classes, beta, n)``: the conditional RTB posterior where it was trained
     (TRAIN_SETS, beta in BETA_RANGE), else the exact posterior from the prior bank.
-    `source` names the one that drew the last samples (a panel's `sample_fn`)."""
+    `source` names the one that drew the last samples; `evaluate` measures them beside
+    the exact posterior (a panel's `sample_fn` and `evaluate_fn`). With no posterior
+    (None) every draw comes from the bank."""
 
-    def __init__(self, posterior: SetExpertPosterior, prior: nn.Module,
-                 bank: ImportanceBank, seed: int = 0) -> None:
+    def __init__(self, posterior: SetExpertPosterior | None, prior: nn.Module,
+                 bank: ImportanceBank, classifier: nn.Module | None = None,
+                 seed: int = 0) -> None:
         self.posterior, self.bank = posterior, bank
-        self.rtb = specialised_sampler(posterior, prior, STANDIN, seed=seed)
+        self.classifier = classifier if classifier is not None else load_classifier()
+        self.rtb = None if posterior is None else \
+            specialised_sampler(posterior, prior, STANDIN, seed=seed)
         self.source = ""
+        self.last_beta = float("nan")
 
     def trained_on(self, classes: Classes, beta: float) -> bool:
         """Whether the RTB posterior was trained for this class set and beta."""
         low, high = BETA_RANGE
-        return STANDIN.parse(classes) in self.posterior.sets and low <= beta <= high
+        return (self.posterior is not None and STANDIN.parse(classes) in self.posterior.sets
+                and low <= beta <= high)
 
     def __call__(self, classes: Classes, beta: float, n: int) -> Tensor:
+        self.last_beta = beta
         if self.trained_on(classes, beta):
             self.source = "RTB posterior"
             return self.rtb(classes, beta, n)
         self.source = "exact (prior bank)"
         return self.bank.sample(classes, beta, n)
+
+    def evaluate(self, classes: Classes, x: Tensor) -> dict[str, float | str]:
+        """Metrics of the last draw `x`, who drew it, and the exact in-set share (and,
+        for bank draws, their ESS)."""
+        metrics: dict[str, float | str] = {
+            "drawn by": self.source,
+            **evaluate_images(x, classes, self.classifier, space=STANDIN),
+            "exact in-set": self.bank.exact_metrics(classes, self.last_beta)["in_set"]}
+        if self.source.startswith("exact"):
+            metrics["ess"] = self.bank.last_ess
+        return metrics

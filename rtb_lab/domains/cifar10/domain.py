@@ -14,7 +14,6 @@ from rtb_lab.device import get_device
 from rtb_lab.diffusion import DDPM
 from rtb_lab.domain import Command, MethodRunner
 from rtb_lab.domains.cifar10 import compare, conditional, prior, reward, trainer
-from rtb_lab.domains.cifar10.standin import make_standin
 from rtb_lab.domains.images.commands import classifier_command, common_arguments, prior_command
 from rtb_lab.domains.images.compare import METHODS, METRICS, PLOT_METRICS
 from rtb_lab.domains.images.posterior import save_posterior
@@ -76,7 +75,7 @@ class CIFAR10Domain:
     summary = ("CIFAR-10 (offline: a generated 10-class stand-in): a DDPM prior (LoRA "
                "posteriors) and a class-set classifier reward")
     event_shape = prior.IMAGE_SHAPE
-    default_target = "disc"
+    default_target = "square"
     target_help = ("a class set of the stand-in: a class (disc, ring, square, triangle, "
                    "cross, stripes, checker, dots, bullseye, waves), names joined by '+', "
                    "shapes or textures")
@@ -114,8 +113,9 @@ class CIFAR10Domain:
                 "cifar10", prior.train_prior, prior.PRIOR_ASSET,
                 "CIFAR-10 stand-in DDPM prior: diffusers UNet2DModel (16, 32, 64), EMA weights"),
             "train-classifier": classifier_command(
-                "cifar10", reward.train_classifier, lambda: make_standin("test"),
-                reward.CLASSIFIER_ASSET, "CIFAR-10 stand-in reward classifier", epochs=6),
+                "cifar10", reward.train_classifier,
+                lambda source: reward.classifier_data("test", source), reward.CLASSIFIER_ASSET,
+                "CIFAR-10 reward classifier", epochs=6, sources=("offline", "full")),
             "train-amortised": Command("train the posterior conditioned on (class, beta) for "
                                        "disc, triangle and stripes", _train_amortised_arguments,
                                        _train_amortised),

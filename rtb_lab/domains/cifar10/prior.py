@@ -28,11 +28,13 @@ HUB_PRIOR = "google/ddpm-cifar10-32"
 
 def train_prior(steps: int = 4000, *, batch_size: int = 64, lr: float = 2e-3,
                 channels: tuple[int, ...] = PRIOR_CHANNELS, data: ImageSet | None = None,
-                seed: int = 0, progress: bool = True) -> EpsNet:
-    """Train the stand-in prior (default data: the generated training set, seed 0)."""
+                seed: int = 0, progress: bool = True, init: EpsNet | None = None) -> EpsNet:
+    """Train the stand-in prior (default data: the generated training set, seed 0), from
+    scratch or on from `init`."""
     images, _ = (data or make_standin("train")).tensors()
     return image_prior.train_prior(images, channels, steps, batch_size=batch_size, lr=lr,
-                                   seed=seed, progress=progress, desc="CIFAR-10 prior")
+                                   seed=seed, progress=progress, desc="CIFAR-10 prior",
+                                   init=init)
 
 
 def load_prior(path: str | Path | None = None, device: torch.device | str = "cpu") -> EpsNet:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from rtb_lab.domains.cifar10.data import CLASS_NAMES_CIFAR10
+from rtb_lab.domains.cifar10.data import CLASS_NAMES_CIFAR10, load_cifar10
 from rtb_lab.domains.cifar10.standin import CLASS_NAMES, make_standin
 from rtb_lab.domains.images import classifier as image_classifier
 from rtb_lab.domains.images.classes import ClassSpace
@@ -26,14 +26,21 @@ CLASSIFIER_ASSET = "cifar10_classifier.safetensors"
 CLASSIFIER_WIDTH = 32
 
 
+def classifier_data(split: str, source: str = "offline") -> ImageSet:
+    """The classifier's images: the stand-in ("offline") or real CIFAR-10 ("full",
+    downloaded once; see `data.load_cifar10`)."""
+    return make_standin(split) if source == "offline" else load_cifar10(split, source)
+
+
 def train_classifier(epochs: int = 4, *, data: ImageSet | None = None, lr: float = 2e-3,
-                     width: int = CLASSIFIER_WIDTH, seed: int = 0,
+                     width: int = CLASSIFIER_WIDTH, seed: int = 0, source: str = "offline",
                      progress: bool = True) -> ConvClassifier:
-    """Train the reward classifier (default data: the generated stand-in training set)."""
+    """Train the reward classifier on `data`, else on `classifier_data("train", source)`:
+    the generated stand-in by default, or real CIFAR-10 with source="full"."""
     torch.manual_seed(seed)
     model = ConvClassifier(IMAGE_SHAPE, width, STANDIN.num_classes)
-    return image_classifier.train_classifier(model, data or make_standin("train"), epochs,
-                                             lr=lr, seed=seed, progress=progress,
+    return image_classifier.train_classifier(model, data or classifier_data("train", source),
+                                             epochs, lr=lr, seed=seed, progress=progress,
                                              desc="CIFAR-10 classifier")
 
 

@@ -69,7 +69,7 @@ def make_trainer(target: ClassSetTarget, config: TrainConfig | None = None, *,
                                            space=STANDIN, out_dir=out_dir, evaluator=evaluator)
 
 
-def finetune(classes: str | int = "disc", beta: float = 1.0, config: TrainConfig | None = None,
+def finetune(classes: str | int = "square", beta: float = 1.0, config: TrainConfig | None = None,
              *, out_dir: str | Path | None = None, progress: bool = True) -> RTBTrainer:
     """Fine-tune the stand-in prior towards p(x) r_S(x)^beta with RTB; return the trainer."""
     trainer = make_trainer(class_set_target(classes, beta), config, out_dir=out_dir)

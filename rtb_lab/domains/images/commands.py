@@ -50,20 +50,27 @@ def prior_command(domain: str, train: Callable[..., nn.Module], asset: str,
 
 
 def classifier_command(domain: str, train: Callable[..., nn.Module],
-                       test_data: Callable[[], ImageSet], asset: str, description: str,
-                       arch: str = "ConvClassifier", epochs: int = 10) -> Command:
+                       test_data: Callable[..., ImageSet], asset: str, description: str,
+                       arch: str = "ConvClassifier", epochs: int = 10,
+                       sources: tuple[str, ...] = ()) -> Command:
     """``rtb-lab train-classifier DOMAIN --epochs N``: `train(epochs, seed=...)`, its test
-    accuracy on `test_data()`, saved to --out."""
+    accuracy on `test_data()`, saved to --out. With `sources`, a ``--source`` option
+    (default: the first) is passed on: ``train(..., source=S)``, ``test_data(S)``."""
 
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--epochs", type=int, default=epochs)
+        if sources:
+            parser.add_argument("--source", choices=sources, default=sources[0],
+                                help="which training and test images")
         common_arguments(parser, asset)
 
     def run(args: argparse.Namespace) -> dict:
         started = time.perf_counter()
-        model = train(args.epochs, seed=args.seed)
-        test_accuracy = accuracy(model, test_data())
-        command = f"rtb-lab train-classifier {domain} --epochs {args.epochs} --seed {args.seed}"
+        chosen = {"source": args.source} if sources else {}
+        model = train(args.epochs, seed=args.seed, **chosen)
+        test_accuracy = accuracy(model, test_data(*chosen.values()))
+        command = (f"rtb-lab train-classifier {domain} --epochs {args.epochs} --seed {args.seed}"
+                   + (f" --source {args.source}" if sources else ""))
         sha256 = save_classifier(model, args.out, command, test_accuracy, arch)
         if args.update_manifest:
             record_asset(args.out.name, sha256, command,

@@ -6,13 +6,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from rtb_lab.diffusion import sample_trajectories
 from rtb_lab.domains.images.bank import ImportanceBank
 from rtb_lab.domains.images.classes import Classes, ClassSpace, set_log_prob
-from rtb_lab.domains.images.classifier import ConvClassifier
-from rtb_lab.domains.images.prior import decode
+from rtb_lab.domains.images.classifier import ConvClassifier, class_set_log_prob
+from rtb_lab.domains.images.prior import EpsNet, decode, make_family
 from rtb_lab.metrics import cosine_diversity, frechet_distance
+from rtb_lab.resample import importance_log_weights, kl_to_target
 from rtb_lab.train import RTBTrainer
 
 
@@ -51,15 +53,21 @@ def make_evaluator(classes: Classes, classifier: ConvClassifier, reference: Tens
     return evaluate
 
 
-def bank_evaluator(bank: ImportanceBank, classifier: ConvClassifier
-                   ) -> Callable[[Classes, Tensor], dict[str, float]]:
-    """``evaluate(classes, x)`` for samples just drawn by ``bank.sample``: the paper's
-    metrics (no FID), the draw's ESS, and the exact in-set share at beta 1 (a panel's
-    `evaluate_fn`)."""
-
-    def evaluate(classes: Classes, x: Tensor) -> dict[str, float]:
-        return {**evaluate_images(x, classes, classifier, space=bank.space),
-                "ess": bank.last_ess,
-                "exact in-set at β = 1": bank.exact_metrics(classes, 1.0)["in_set"]}
-
-    return evaluate
+@torch.no_grad()
+def measure_posterior(net: nn.Module, prior: EpsNet, classifier: ConvClassifier,
+                      bank: ImportanceBank, classes: Classes, beta: float = 1.0,
+                      num_samples: int = 256, seed: int = 0) -> dict[str, float]:
+    """A single-target posterior (or the prior itself) against the exact posterior:
+    the paper's metrics of `num_samples` samples and ``kl``, KL(q || p r^beta / Z) in
+    nats with log Z from the bank, beside the bank's exact in-set share."""
+    family = make_family()
+    mask = bank.space.mask(classes)
+    traj = sample_trajectories(net, family, num_samples, prior.image_shape,
+                               generator=torch.Generator().manual_seed(seed),
+                               device=next(net.parameters()).device)
+    x = decode(prior, traj.x)
+    traj = traj.with_log_reward(class_set_log_prob(classifier, x, mask))
+    log_w = importance_log_weights(net, prior, family, traj, beta, chunk_steps=5)
+    return {**evaluate_images(x, classes, classifier, space=bank.space),
+            "kl": kl_to_target(log_w, bank.log_z(classes, beta)),
+            "exact_in_set": bank.exact_metrics(classes, beta)["in_set"]}

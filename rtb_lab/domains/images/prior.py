@@ -91,7 +91,8 @@ def decode(prior: nn.Module, x: Tensor, end_time: int = END_TIME) -> Tensor:
 
 def train_prior(images: Tensor, channels: tuple[int, ...], steps: int = 4000, *,
                 batch_size: int = 64, lr: float = 2e-3, ema_decay: float = 0.999,
-                seed: int = 0, progress: bool = True, desc: str = "prior") -> EpsNet:
+                seed: int = 0, progress: bool = True, desc: str = "prior",
+                init: EpsNet | None = None) -> EpsNet:
     """Train a prior on `images` [N, C, H, W] in [-1, 1] by denoising score matching
     (epsilon prediction), one-cycle learning rate, EMA weights.
 
@@ -104,6 +105,7 @@ def train_prior(images: Tensor, channels: tuple[int, ...], steps: int = 4000, *,
         ema_decay: decay of the exponential moving average that is returned.
         seed: seed for initialisation, batches and noise.
         desc: the progress bar's label.
+        init: continue from this prior's weights (its widths, not `channels`).
 
     Returns:
         The frozen EMA network.
@@ -114,6 +116,10 @@ def train_prior(images: Tensor, channels: tuple[int, ...], steps: int = 4000, *,
     generator = torch.Generator().manual_seed(seed)
     scheduler = make_scheduler()
     model = EpsNet(make_unet(tuple(images.shape[1:]), channels))
+    if init is not None:
+        model = EpsNet(UNet2DModel.from_config(init.unet.config))
+        model.load_state_dict(init.state_dict())
+        model.requires_grad_(True)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay))
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=steps,
