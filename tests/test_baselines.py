@@ -75,7 +75,7 @@ def test_every_method_is_charged_the_same_budget():
 
 @pytest.mark.parametrize(("kwargs", "error", "message"), [
     ({"methods": ("rtb", "nope")}, KeyError, "unknown method"),
-    ({"domain": "cifar10"}, KeyError, "unknown domain"),
+    ({"domain": "no-such-domain"}, KeyError, "unknown domain"),
     ({"budget": 0}, ValueError, "budget must be > 0"),
     ({"seeds": 0}, ValueError, "seeds must be > 0"),
     ({"budget": 10}, ValueError, "too small"),
