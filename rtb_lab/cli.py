@@ -19,7 +19,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from rtb_lab import domains
+from rtb_lab import distributed, domains
 from rtb_lab.compare import compare
 from rtb_lab.config import is_fast
 from rtb_lab.domain import Command, Domain
@@ -120,12 +120,15 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `rtb-lab` command; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
+        if distributed.launched():  # under torchrun every rank runs the command, data-parallel
+            distributed.init_from_env()
         result = args.run(args)
     except (KeyError, ValueError, RuntimeError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"rtb-lab: error: {message}", file=sys.stderr)
         return 2
-    print(json.dumps(result))
+    if distributed.is_main():
+        print(json.dumps(result))
     return 0
 
 

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from rtb_lab import distributed
 from rtb_lab.checkpoint import load_checkpoint, save_checkpoint, trainable_state_dict
 from rtb_lab.diffusion import Trajectory, TransitionFamily, sample_trajectories, trajectory_log_prob
 from rtb_lab.replay import ReplayBuffer
@@ -59,10 +60,14 @@ def time_budget(seconds: float, measure_steps: int = 3) -> Callback:
         if done == measure_steps:
             per_step = (trainer.seconds - first["seconds"]) / done
             left = int((seconds - (trainer.seconds - first["seconds"])) / per_step)
+            # Ranks measure different speeds but must run the same number of steps.
+            left = int(distributed.reduce_scalars([left], "min")[0])
             trainer.config = replace(trainer.config, steps=trainer.step + max(1, left))
-            print(json.dumps({"seconds_per_step": round(per_step, 3),
-                              "planned_steps": trainer.config.steps}), flush=True)
-        if trainer.seconds - first["seconds"] > seconds:
+            if distributed.is_main():
+                print(json.dumps({"seconds_per_step": round(per_step, 3),
+                                  "planned_steps": trainer.config.steps}), flush=True)
+        over = float(trainer.seconds - first["seconds"] > seconds)
+        if distributed.reduce_scalars([over], "max")[0]:  # all ranks stop at the same step
             raise KeyboardInterrupt
     return callback
 
@@ -110,6 +115,9 @@ class RTBTrainer:
                  out_dir: str | Path | None = None) -> None:
         self.config = config or TrainConfig()
         self.config.validate()
+        if self.config.batch_size % distributed.world_size():
+            raise ValueError(f"batch_size {self.config.batch_size} must be a multiple of the "
+                             f"{distributed.world_size()} processes (each draws its share)")
         check_frozen(prior)
         check_separate(prior, posterior)
         self.prior, self.posterior, self.family = prior, posterior, family
@@ -136,7 +144,10 @@ class RTBTrainer:
             self.log_z.reset(self.estimate_log_z_from_prior())
         else:
             self.log_z.reset(float(self.config.log_z_init))
-        self.generator.manual_seed(self.config.seed + 1)
+        # Under torch.distributed all ranks start from rank 0's parameters (an adapter or a
+        # log Z head may be randomly initialised) but draw their own trajectories.
+        distributed.broadcast_parameters(self._trained_parameters())
+        self.generator.manual_seed(distributed.rank_seed(self.config.seed + 1))
 
     def _param_groups(self, posterior: nn.Module) -> list[dict[str, Any]]:
         """The network's parameters, and a policy's per-step scalars (named ``guide*``)
@@ -150,12 +161,18 @@ class RTBTrainer:
                    else 1.0} for on in (False, True)]
         return [group for group in groups if group["params"]]
 
+    def _trained_parameters(self) -> list[Tensor]:
+        """Every parameter an optimiser steps: the posterior's and log Z's."""
+        return [param for optimizer in (self.optimizer, self.log_z_optimizer)
+                for group in optimizer.param_groups for param in group["params"]]
+
     # ----------------------------------------------------------------- sampling
     def sample_conditions(self, batch_size: int) -> Tensor | None:
         """[B, C] conditions: `cond_groups` distinct draws, each repeated; None if unconditional."""
         if self.cond_sampler is None:
             return None
-        groups = self.config.cond_groups
+        # Under torch.distributed each rank draws its share of the groups (at least one).
+        groups = -(-self.config.cond_groups // distributed.world_size())
         cond = self.cond_sampler(groups, self.generator).to(self.device)
         return cond.repeat_interleave(-(-batch_size // groups), 0)[:batch_size]
 
@@ -188,6 +205,12 @@ class RTBTrainer:
         return traj.with_log_reward(self.log_reward(traj.x, cond))
 
     @property
+    def rank_batch_size(self) -> int:
+        """Trajectories this process draws per step: its equal share of config.batch_size
+        under torch.distributed (so N processes run the same recipe), else all of them."""
+        return self.config.batch_size // distributed.world_size()
+
+    @property
     def scores_in_chunks(self) -> bool:
         """Whether the backward pass rescores log q without grad (chunked or subsampled):
         only then is the log q recorded while sampling worth keeping."""
@@ -209,8 +232,8 @@ class RTBTrainer:
     def collect(self) -> Trajectory:
         """A training batch: fresh exploratory trajectories plus replayed ones."""
         cfg = self.config
-        n_replay = int(cfg.replay_fraction * cfg.batch_size) if len(self.replay) else 0
-        n_new = cfg.batch_size - n_replay
+        n_replay = int(cfg.replay_fraction * self.rank_batch_size) if len(self.replay) else 0
+        n_new = self.rank_batch_size - n_replay
         cond = self.sample_conditions(n_new)
         fresh = self.sample(n_new, cond=cond, explore=cfg.explore_at(self.step),
                             generator=self.generator)
@@ -232,9 +255,15 @@ class RTBTrainer:
 
         def loss_of_log_pf(log_pf_post: Tensor) -> Tensor:
             if self.config.loss == "vargrad":
-                residual = vargrad_residual(log_pf_post, log_pf_prior, traj.log_reward, beta,
-                                            groups)
                 terms = log_pf_post - log_pf_prior - beta * traj.log_reward
+                if distributed.is_distributed():
+                    # The log Z estimate is the mean over the GLOBAL batch (the loss is then
+                    # the combined batch's). Detaching it is exact: the residuals sum to zero
+                    # per group, so the gradient through the mean vanishes.
+                    residual = terms - distributed.global_group_mean(terms.detach(), traj.cond)
+                else:
+                    residual = vargrad_residual(log_pf_post, log_pf_prior, traj.log_reward,
+                                                beta, groups)
                 info["log_z"] = float((residual - terms).detach().mean())  # mean group log Z
             else:
                 log_z = self.log_z(traj.cond)
@@ -260,6 +289,9 @@ class RTBTrainer:
                                                  traj, self.config.chunk_steps,
                                                  self.config.grad_steps, self.generator,
                                                  log_pf=traj.log_pf)
+            # Each rank's loss is a mean over its equal-sized batch, so the mean of the
+            # ranks' gradients is the gradient of the loss of the combined batch.
+            distributed.average_gradients(self._trained_parameters())
             if self.config.grad_clip is not None:
                 for group in self.optimizer.param_groups:  # scalars apart: their
                     nn.utils.clip_grad_norm_(group["params"],  # scale differs wildly
@@ -277,13 +309,15 @@ class RTBTrainer:
             self.log_z_optimizer.step()
             if self.config.replay_fraction > 0:
                 self.replay.add(traj[: traj.batch_size - int(self.config.replay_fraction
-                                                             * self.config.batch_size)])
+                                                             * self.rank_batch_size)])
             self.seconds += time.perf_counter() - started
-            record = {"step": self.step, "loss": float(loss), "log_z": info["log_z"],
-                      "residual_abs": info["residual_abs"],
+            # Record the global batch's figures, so every rank keeps the same history.
+            loss_value, log_z, residual_abs, mean_log_reward = distributed.reduce_scalars(
+                [float(loss), info["log_z"], info["residual_abs"], float(traj.log_reward.mean())])
+            record = {"step": self.step, "loss": loss_value, "log_z": log_z,
+                      "residual_abs": residual_abs,
                       "explore": self.config.explore_at(self.step),
-                      "mean_log_reward": float(traj.log_reward.mean()),
-                      "seconds": self.seconds}
+                      "mean_log_reward": mean_log_reward, "seconds": self.seconds}
             self.history.append(record)
             self.step += 1
         return record
@@ -297,8 +331,11 @@ class RTBTrainer:
     def evaluate(self) -> dict[str, float]:
         """Run the evaluator now and record its metrics (with step and log Z)."""
         metrics = {"step": self.step, "seconds": self.seconds, "log_z": self.current_log_z()}
-        if self.evaluator is not None:
+        # Under torch.distributed (every rank calls this) rank 0 evaluates and shares its
+        # metrics, so every rank keeps the same record and takes the same decisions.
+        if self.evaluator is not None and distributed.is_main():
             metrics.update(self.evaluator(self))
+        metrics = distributed.broadcast_object(metrics)
         self.evaluations.append(metrics)
         return metrics
 
@@ -319,8 +356,8 @@ class RTBTrainer:
         # Without `steps`, config.steps is re-read every step: a callback may re-plan it.
         end = lambda: fixed_end if fixed_end is not None else self.config.steps  # noqa: E731
         self.interrupted = False
-        bar = tqdm(total=max(0, end() - self.step), disable=not progress, desc="RTB",
-                   leave=False)
+        bar = tqdm(total=max(0, end() - self.step), desc="RTB", leave=False,
+                   disable=not progress or not distributed.is_main())
         try:
             while self.step < end():
                 record = self.train_step()
@@ -361,6 +398,10 @@ class RTBTrainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore from `state_dict()` output."""
+        own = state.get("ranks", [state])  # every rank's noise and replay (see `save`)
+        if len(own) != distributed.world_size():
+            raise ValueError(f"this checkpoint was written by {len(own)} process(es); resume it "
+                             f"with as many (torchrun --nproc_per_node {len(own)})")
         missing, unexpected = self.posterior.load_state_dict(state["posterior"], strict=False)
         prior_keys = set(trainable_state_dict(self.posterior, self.prior, keep_prior=True)) - \
             set(trainable_state_dict(self.posterior, self.prior))
@@ -370,14 +411,22 @@ class RTBTrainer:
         self.log_z.load_state_dict(state["log_z"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.log_z_optimizer.load_state_dict(state["log_z_optimizer"])
-        self.generator.set_state(state["generator"])
-        self.replay.load_state_dict(state["replay"])
+        self.generator.set_state(own[distributed.rank()]["generator"])
+        self.replay.load_state_dict(own[distributed.rank()]["replay"])
         self.step, self.seconds = state["step"], state["seconds"]
         self.history, self.evaluations = list(state["history"]), list(state["evaluations"])
 
     def save(self, path: str | Path) -> Path:
-        """Write a resumable checkpoint to `path` and return it."""
-        return save_checkpoint(self.state_dict(), path)
+        """Write a resumable checkpoint to `path` and return it.
+
+        Under torch.distributed every rank must call it: rank 0 writes one file that also
+        holds every rank's noise and replay buffer, so `resume` restores each rank.
+        """
+        state = self.state_dict()
+        if distributed.is_distributed():
+            state["ranks"] = distributed.gather_on_main({"generator": state["generator"],
+                                                         "replay": state["replay"]})
+        return save_checkpoint(state, path) if distributed.is_main() else Path(path)
 
     def save_if_out_dir(self) -> Path | None:
         """Save to out_dir/checkpoint.pt when an output directory was given."""
