@@ -146,3 +146,34 @@ def test_amortised_or_exact_dispatches_and_the_conditional_trainer_steps(prior, 
     trainer.train_step()
     assert trainer.step == 1 and all(torch.isfinite(torch.tensor(r["loss"]))
                                      for r in trainer.history)
+
+
+def test_prior_training_continues_and_keeps_its_weights_on_interrupt(prior, monkeypatch):
+    """train_prior(init=...) starts from the given weights, and a KeyboardInterrupt
+    returns the EMA so far (with how many steps ran) instead of losing the run."""
+    from rtb_lab.domains.images import prior as image_prior
+
+    images = torch.rand(8, 3, 32, 32) * 2 - 1
+    with pytest.raises(ValueError, match="training images are"):
+        image_prior.train_prior(torch.rand(8, 1, 28, 28), (16, 32, 64), 1, init=prior,
+                                progress=False)
+    calls = {"n": 0}
+    original = image_prior.AveragedModel.update_parameters
+
+    def update_then_stop(self, model):  # Ctrl-C during the third step
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, model)
+
+    monkeypatch.setattr(image_prior.AveragedModel, "update_parameters", update_then_stop)
+    with pytest.warns(UserWarning, match="interrupted after 2 of 50 steps"):
+        continued = image_prior.train_prior(images, (16, 32, 64), 50, lr=1e-4, init=prior,
+                                            progress=False)
+    assert continued.trained_steps == 2
+    assert not any(p.requires_grad for p in continued.parameters())
+    # Two small steps from the shipped weights stay close to them (not a fresh network).
+    x, t = torch.randn(2, 3, 32, 32), torch.tensor([500, 900])
+    with torch.no_grad():
+        gap = (continued(x, t) - prior(x, t)).abs().max().item()
+    assert 0 < gap < 0.05

@@ -308,3 +308,21 @@ def test_format_metrics_shows_numbers_and_text_and_skips_the_rest():
     line = format_metrics({"in_set": 0.83125, "drawn by": "RTB posterior", "steps": 476,
                            "curve": [1, 2]})
     assert line == "in_set = 0.8313 · drawn by: RTB posterior · steps = 476"
+
+
+def test_inverse_views_draw_and_report(unet_prior):
+    from rtb_lab.domains import toy2d
+    from rtb_lab.inverse import GaussianBlur
+    from rtb_lab.viz import inverse as inverse_views
+
+    figure, metrics = inverse_views.observation_figure(toy2d.load_prior(), toy2d.make_family(),
+                                                       3.0, 1.0, num=200)
+    assert len(figure.axes) >= 2 and set(metrics) == {"tv", "marginal_tv", "log_p_y"}
+    assert metrics["log_p_y"] == pytest.approx(-4.06, abs=0.01)  # closed form, docs/inverse.md
+    truth = torch.rand(1, 1, 28, 28) * 2 - 1
+    figure, metrics = inverse_views.restore_figure(unet_prior, truth, GaussianBlur((1, 28, 28)),
+                                                   0.1, num_samples=2)
+    assert len(figure.axes) >= 5 and 0 <= metrics["calibration_90"] <= 1
+    view = inverse_views.restore_widget(unet_prior, truth.repeat(3, 1, 1, 1),
+                                        {"blur": GaussianBlur((1, 28, 28))}, num_samples=2)
+    assert [child.description for child in view.children[:3]] == ["image", "degradation", "σ"]

@@ -111,7 +111,8 @@ class CIFAR10Domain:
         return {
             "train-prior": prior_command(
                 "cifar10", prior.train_prior, prior.PRIOR_ASSET,
-                "CIFAR-10 stand-in DDPM prior: diffusers UNet2DModel (16, 32, 64), EMA weights"),
+                "CIFAR-10 stand-in DDPM prior: diffusers UNet2DModel (16, 32, 64), EMA weights",
+                prior.load_prior),
             "train-classifier": classifier_command(
                 "cifar10", reward.train_classifier,
                 lambda source: reward.classifier_data("test", source), reward.CLASSIFIER_ASSET,

@@ -29,17 +29,27 @@ def common_arguments(parser: argparse.ArgumentParser, out: str) -> None:
 
 
 def prior_command(domain: str, train: Callable[..., nn.Module], asset: str,
-                  description: str, steps: int = 4000) -> Command:
-    """``rtb-lab train-prior DOMAIN --steps N``: `train(steps, seed=...)`, saved to --out."""
+                  description: str, load: Callable[[Path], nn.Module],
+                  steps: int = 4000, lr: float = 2e-3) -> Command:
+    """``rtb-lab train-prior DOMAIN --steps N [--lr LR] [--init-from FILE]``:
+    `train(steps, seed=..., lr=..., init=load(FILE) or None)`, saved to --out."""
 
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--steps", type=int, default=steps)
+        parser.add_argument("--lr", type=float, default=lr, help="peak learning rate")
+        parser.add_argument("--init-from", type=Path, default=None,
+                            help="continue training this prior file instead of a new network")
         common_arguments(parser, asset)
 
     def run(args: argparse.Namespace) -> dict:
         started = time.perf_counter()
-        model = train(args.steps, seed=args.seed)
-        command = f"rtb-lab train-prior {domain} --steps {args.steps} --seed {args.seed}"
+        init = load(args.init_from) if args.init_from is not None else None
+        model = train(args.steps, seed=args.seed, lr=args.lr, init=init)
+        done = getattr(model, "trained_steps", args.steps)
+        command = (f"rtb-lab train-prior {domain} --steps {args.steps} --seed {args.seed}"
+                   + (f" --lr {args.lr:g}" if args.lr != lr else "")
+                   + (f" --init-from {args.init_from.name}" if init is not None else "")
+                   + (f" (interrupted after {done} steps)" if done < args.steps else ""))
         sha256 = save_prior(model, args.out, command)
         if args.update_manifest:
             record_asset(args.out.name, sha256, command, description)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 
 import torch
@@ -108,15 +109,20 @@ def train_prior(images: Tensor, channels: tuple[int, ...], steps: int = 4000, *,
         init: continue from this prior's weights (its widths, not `channels`).
 
     Returns:
-        The frozen EMA network.
+        The frozen EMA network; its `trained_steps` says how many steps ran (fewer than
+        `steps` after a KeyboardInterrupt, which stops training and keeps the EMA).
     """
     if images.dim() != 4:
         raise ValueError(f"expected training images [N, C, H, W], got {list(images.shape)}")
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     scheduler = make_scheduler()
-    model = EpsNet(make_unet(tuple(images.shape[1:]), channels))
-    if init is not None:
+    if init is None:
+        model = EpsNet(make_unet(tuple(images.shape[1:]), channels))
+    else:
+        if tuple(init.image_shape) != tuple(images.shape[1:]):
+            raise ValueError(f"the prior to continue is for images {list(init.image_shape)}, "
+                             f"the training images are {list(images.shape[1:])}")
         model = EpsNet(UNet2DModel.from_config(init.unet.config))
         model.load_state_dict(init.state_dict())
         model.requires_grad_(True)
@@ -125,19 +131,28 @@ def train_prior(images: Tensor, channels: tuple[int, ...], steps: int = 4000, *,
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=steps,
                                                    pct_start=0.05)
     bar = tqdm(range(steps), desc=desc, disable=not progress)
-    for _ in bar:
-        index = torch.randint(len(images), (batch_size,), generator=generator)
-        x0 = images[index]
-        t = torch.randint(NUM_TRAIN_TIMES, (batch_size,), generator=generator)
-        noise = torch.randn(x0.shape, generator=generator)
-        loss = (model(scheduler.add_noise(x0, noise, t), t) - noise).square().mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        ema.update_parameters(model)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-    return freeze(ema.module)
+    done = 0
+    try:
+        for _ in bar:
+            index = torch.randint(len(images), (batch_size,), generator=generator)
+            x0 = images[index]
+            t = torch.randint(NUM_TRAIN_TIMES, (batch_size,), generator=generator)
+            noise = torch.randn(x0.shape, generator=generator)
+            loss = (model(scheduler.add_noise(x0, noise, t), t) - noise).square().mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            ema.update_parameters(model)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            done += 1
+    except KeyboardInterrupt:
+        # Hours of CPU training are not thrown away: the EMA so far is a usable prior.
+        warnings.warn(f"{desc}: interrupted after {done} of {steps} steps; returning the "
+                      "EMA weights so far", stacklevel=2)
+    prior = freeze(ema.module)
+    prior.trained_steps = done
+    return prior
 
 
 def save_prior(model: EpsNet, path: str | Path, command: str) -> str:

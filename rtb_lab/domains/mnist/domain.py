@@ -180,7 +180,8 @@ class MNISTDomain:
         return {
             "train-prior": prior_command(
                 "mnist", prior.train_prior, prior.PRIOR_ASSET,
-                "MNIST DDPM prior: diffusers UNet2DModel (16, 32, 32), EMA weights"),
+                "MNIST DDPM prior: diffusers UNet2DModel (16, 32, 32), EMA weights",
+                prior.load_prior),
             "train-classifier": classifier_command(
                 "mnist", reward.train_classifier, lambda: data.load_mnist("test"),
                 reward.CLASSIFIER_ASSET, "MNIST reward classifier", arch="DigitClassifier"),

@@ -47,13 +47,13 @@ def make_unet(channels: tuple[int, ...] = PRIOR_CHANNELS) -> UNet2DModel:
 def train_prior(steps: int = 4000, *, batch_size: int = 64, lr: float = 2e-3,
                 channels: tuple[int, ...] = PRIOR_CHANNELS, ema_decay: float = 0.999,
                 data: ImageSet | None = None, seed: int = 0,
-                progress: bool = True) -> EpsNet:
-    """Train the MNIST prior (default data: `load_mnist("train")`); see
-    `rtb_lab.domains.images.prior.train_prior` for the recipe and arguments."""
+                progress: bool = True, init: EpsNet | None = None) -> EpsNet:
+    """Train the MNIST prior (default data: `load_mnist("train")`), from scratch or on
+    from `init`; see `rtb_lab.domains.images.prior.train_prior` for the recipe."""
     images, _ = (data or load_mnist("train")).tensors()
     return image_prior.train_prior(images, channels, steps, batch_size=batch_size, lr=lr,
                                    ema_decay=ema_decay, seed=seed, progress=progress,
-                                   desc="MNIST prior")
+                                   desc="MNIST prior", init=init)
 
 
 def load_prior(path: str | Path | None = None, device: torch.device | str = "cpu") -> EpsNet:
