@@ -152,11 +152,11 @@ display(inverse_views.restore_widget(prior, digits, operators, num_samples))
 # LoRA copy of the prior trained on trajectories of its own and of an explorer, with the
 # measurement likelihood of the decoded final state as the reward. Its learned $\log Z$
 # estimates the evidence $\log p(y)$. The likelihood of 784 pixels at σ = 0.1 is very
-# sharp (the log-reward of prior samples spans thousands of nats), which makes this a
-# hard target to reach from the prior in a few steps: the fast-mode run below shows the
-# start of it. For the same reason the prior's importance-resampled posterior (a bank of
-# prior samples reweighted by the likelihood) collapses onto one or two samples: its
-# effective sample size is printed.
+# sharp, which makes this a hard target to reach from the prior in a few steps: the
+# fast-mode run below shows the start of it. For the same reason the prior's
+# importance-resampled posterior (a bank of prior samples reweighted by the likelihood)
+# collapses onto one sample (an effective sample size of 1.0 of 1,024 on the first three
+# test digits): its effective sample size is printed.
 
 # %%
 index, operator, sigma = 0, operators["blur (width 1.5 px)"], 0.1
