@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
+from rtb_lab.baselines.importance import effective_sample_size
 from rtb_lab.diffusion import DDPM, sample_trajectories
 from rtb_lab.domains.images.posterior import LoRAPosterior
 from rtb_lab.domains.images.prior import EpsNet, decode, make_family
@@ -29,8 +30,8 @@ OBSERVATION_CONFIG = TrainConfig(steps=200, batch_size=32, lr=1e-3, lr_end=1e-4,
                                  eval_every=0)
 
 # DPS step sizes on the MNIST prior at sigma = 0.1, tuned by the posterior mean's PSNR on
-# 6 held-out test digits (indices 1000-1005, 8 samples each) over zeta in {1, 2, 4, 8, 16,
-# 32}: blur (width 1.5) 24.6 dB at 16, box inpainting 19.8 dB at 8, 2x downsampling
+# 6 held-out test digits (indices 1000-1005, 8 samples each) over zeta in {1 (not for blur),
+# 2, 4, 8, 16, 32}: blur (width 1.5) 24.6 dB at 16, box inpainting 19.8 dB at 8, 2x downsampling
 # 27.7 dB at 8 (docs/inverse.md has the whole sweep).
 DPS_ZETA = {"blur": 16.0, "inpaint": 8.0, "downsample": 8.0}
 
@@ -58,10 +59,7 @@ class ImageProblem:
             raise ValueError(f"the operator takes images {list(self.operator.in_shape)}, the "
                              f"prior makes {list(self.prior.image_shape)}")
         self.reward = MeasurementReward(self.operator, self.y, self.sigma)
-
-    @property
-    def family(self) -> DDPM:
-        return make_family(self.num_steps)
+        self.family: DDPM = make_family(self.num_steps)
 
     def log_reward(self, x_end: Tensor) -> Tensor:
         """[B] log N(y; A decode(x_T), sigma^2 I) of final chain states x_T."""
@@ -91,10 +89,9 @@ def bank_images(problem: ImageProblem, num: int, bank_size: int = 1024,
                                tuple(problem.prior.image_shape), generator=generator)
     images = decode(problem.prior, traj.x)
     log_w = problem.reward(images)
-    weights = torch.softmax(log_w, 0)
-    ess = float(1.0 / weights.square().sum())
-    index = torch.multinomial(weights, num, replacement=True, generator=generator)
-    return images[index], ess
+    index = torch.multinomial(torch.softmax(log_w.double(), 0), num, replacement=True,
+                              generator=generator)
+    return images[index], effective_sample_size(log_w)
 
 
 def observation_trainer(problem: ImageProblem, config: TrainConfig | None = None, *,
