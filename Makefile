@@ -27,9 +27,9 @@ lab: install-lab
 
 test: install-test
 	$(BIN)/ruff check rtb_lab tests benchmarks
-	$(BIN)/python -m pytest tests --ignore=tests/browser
-	RTB_LAB_FAST=1 $(BIN)/python -m pytest --nbval-lax --nbval-cell-timeout=900 -p no:cacheprovider notebooks/
-	$(BIN)/python -m pytest tests/browser
+	$(BIN)/python -m pytest tests --ignore=tests/browser --durations=25
+	RTB_LAB_FAST=1 $(BIN)/python -m pytest --nbval-lax --nbval-cell-timeout=900 -p no:cacheprovider --durations=10 notebooks/
+	$(BIN)/python -m pytest tests/browser --durations=10
 
 lint: install-test
 	$(BIN)/ruff check rtb_lab tests benchmarks
