@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from rtb_lab.domains.text.grammar import Story
+from rtb_lab.domains.text.infilling import InfillingProblem
 from rtb_lab.domains.text.tokenizer import StoryTokenizer
 from rtb_lab.viz.widgets import beta_slider, show_in
 
@@ -84,36 +85,43 @@ def exact_beta_widget(texts: Sequence[str], log_prior: Tensor, log_reward: Tenso
     return widgets.VBox([slider, out])
 
 
-def story_picker(stories: Sequence[Story], on_pick: Callable[[str, str, str | None], None]
-                 ) -> widgets.VBox:
-    """Pick a held-out story, or type a beginning and an ending; `on_pick(beginning,
-    ending, true_middle)` runs on "use this story" (true_middle None when typed)."""
-    choice = widgets.Dropdown(options=[(f"{i}: {s.beginning[0]}", i)
-                                       for i, s in enumerate(stories[:50])],
-                              description="story", layout=widgets.Layout(width="70%"))
-    beginning = widgets.Textarea(" ".join(stories[0].beginning), description="beginning",
-                                 layout=widgets.Layout(width="90%"))
-    ending = widgets.Text(stories[0].ending, description="ending",
-                          layout=widgets.Layout(width="90%"))
-    button = widgets.Button(description="use this story", button_style="primary")
-    message = widgets.HTML()
+class StoryPicker(widgets.VBox):
+    """Pick a held-out story, or type a beginning and an ending, then "use this story":
+    ``picker.problem`` becomes ``make_problem(beginning, ending, true_middle)`` (true_middle
+    None when typed). It starts on the first story."""
 
-    def fill(change) -> None:
-        story = stories[change["new"]]
-        beginning.value, ending.value = " ".join(story.beginning), story.ending
+    def __init__(self, stories: Sequence[Story],
+                 make_problem: Callable[[str, str, str | None], InfillingProblem]) -> None:
+        self.stories, self.make_problem = stories, make_problem
+        self.choice = widgets.Dropdown(options=[(f"{i}: {s.beginning[0]}", i)
+                                                for i, s in enumerate(stories[:50])],
+                                       description="story", layout=widgets.Layout(width="70%"))
+        self.beginning = widgets.Textarea(" ".join(stories[0].beginning),
+                                          description="beginning",
+                                          layout=widgets.Layout(width="90%"))
+        self.ending = widgets.Text(stories[0].ending, description="ending",
+                                   layout=widgets.Layout(width="90%"))
+        button = widgets.Button(description="use this story", button_style="primary")
+        self.message = widgets.HTML()
+        self.problem = make_problem(self.beginning.value, self.ending.value, stories[0].middle)
+        self.choice.observe(self._fill, "value")
+        button.on_click(self._use)
+        super().__init__([self.choice, self.beginning, self.ending, button, self.message])
 
-    def use(_) -> None:
-        story = stories[choice.value]
-        typed = beginning.value != " ".join(story.beginning) or ending.value != story.ending
+    def _fill(self, change: dict) -> None:
+        story = self.stories[change["new"]]
+        self.beginning.value, self.ending.value = " ".join(story.beginning), story.ending
+
+    def _use(self, _: object) -> None:
+        story = self.stories[self.choice.value]
+        typed = (self.beginning.value != " ".join(story.beginning)
+                 or self.ending.value != story.ending)
         try:
-            on_pick(beginning.value, ending.value, None if typed else story.middle)
-            message.value = "✓ story set: run the cells below"
+            self.problem = self.make_problem(self.beginning.value, self.ending.value,
+                                             None if typed else story.middle)
+            self.message.value = "✓ story set: run the cells below"
         except ValueError as error:  # out-of-vocabulary words, a missing sentence, ...
-            message.value = f"<span style='color:#b00'>{html.escape(str(error))}</span>"
-
-    choice.observe(fill, "value")
-    button.on_click(use)
-    return widgets.VBox([choice, beginning, ending, button, message])
+            self.message.value = f"<span style='color:#b00'>{html.escape(str(error))}</span>"
 
 
 def show_middles(columns: Mapping[str, Sequence[str]], rewards: Mapping[str, Tensor]) -> None:

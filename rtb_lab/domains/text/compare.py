@@ -51,10 +51,12 @@ FAST_BUDGET = 250_000
 FULL_BUDGET = 1_000_000
 
 
-def _sample_policy(policy, problem: InfillingProblem, n: int, seed: int) -> Tensor:
-    family = make_family(problem.tok)
-    return sample_trajectories(policy, family, n, (problem.middle_len,),
-                               generator=torch.Generator().manual_seed(seed)).x
+def _sample_policy(policy, problem: InfillingProblem, n: int, seed: int,
+                   chunk: int = 4096) -> Tensor:
+    family, generator = make_family(problem.tok), torch.Generator().manual_seed(seed)
+    return torch.cat([sample_trajectories(policy, family, min(chunk, n - start),
+                                          (problem.middle_len,), generator=generator).x
+                      for start in range(0, n, chunk)])
 
 
 def _run_rtb(problem, budget, seed, counter, nets):
@@ -72,7 +74,8 @@ def _run_best_of_n(problem, budget, seed, counter, nets):
     per_candidate = make_family(problem.tok).num_steps + (problem.reward == "lm")
     n = max(1, budget // (FINAL_SAMPLES * per_candidate))
     x = _sample_policy(bind_prior(problem, nets["prior"]), problem, n * FINAL_SAMPLES, seed)
-    scores = problem.log_reward(x).view(FINAL_SAMPLES, n)
+    scores = torch.cat([problem.log_reward(part) for part in x.split(4096)]).view(
+        FINAL_SAMPLES, n)
     best = scores.argmax(1)
     return x.view(FINAL_SAMPLES, n, -1)[torch.arange(FINAL_SAMPLES), best]
 
