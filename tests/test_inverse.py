@@ -204,7 +204,7 @@ def test_rtb_recovers_the_exact_2d_posterior_and_dps_does_not():
     dps = {zeta: column_summary(dps_sample(trainer.prior, trainer.family, target.log_reward,
                                            zeta, 4000, (2,),
                                            generator=torch.Generator().manual_seed(0)))[5.0]
-           for zeta in (0.02, 0.03, 0.04, 0.05, 0.07)}
+           for zeta in (0.02, 0.04, 0.07)}
     print("exact (weight, mean, std) of the x1 = 5 column:", exact, "RTB:", rtb_column,
           rtb_metrics, "DPS:", dps)
     assert rtb_metrics["tv"] <= 0.05
