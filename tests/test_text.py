@@ -163,7 +163,7 @@ def test_the_domain_builds_a_trainer_whose_posterior_starts_at_the_prior(shipped
     assert set(record) >= {"loss", "log_z"}
 
 
-def test_commands_train_save_and_reload_and_ctrl_c_keeps_the_network(tmp_path, monkeypatch):
+def test_commands_train_save_and_reload_and_ctrl_c_keeps_the_network(tmp_path):
     command = commands()["train-infiller"]
     parser = argparse.ArgumentParser()
     command.add_arguments(parser)

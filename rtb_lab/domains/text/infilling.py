@@ -151,17 +151,14 @@ class InfillingProblem:
         log_p = exact_log_marginal(prior, family, ids)
         log_r = self.log_reward(ids) * self.beta
         p_other = (1 - log_p.exp().sum()).clamp_min(0)
-        if self.reward == "oracle":
+        if self.reward == "oracle":  # every other middle has the floor reward: exact
             floor = self.grammar.ending_log_prob(self.sentences, "", self.ending)
-            log_other = torch.log(p_other) + self.beta * floor
-        else:
-            log_other = torch.log(p_other) + log_r.max()
-        weights = torch.cat([log_p + log_r, log_other.view(1)])
-        if self.reward == "oracle":
-            posterior = torch.softmax(weights, 0)
+            posterior = torch.softmax(torch.cat([log_p + log_r, (torch.log(p_other)
+                                                                 + self.beta * floor).view(1)]), 0)
             bound = posterior[-1]
         else:  # the candidates' share assuming no mass elsewhere; the bound says how much
-            posterior = torch.cat([torch.softmax(weights[:-1], 0), torch.zeros(1)])
+            weights = torch.cat([log_p + log_r, (torch.log(p_other) + log_r.max()).view(1)])
+            posterior = torch.cat([torch.softmax(log_p + log_r, 0), torch.zeros(1)])
             bound = torch.softmax(weights, 0)[-1]
         return {"texts": texts, "prior": torch.cat([log_p.exp(), p_other.view(1)]),
                 "posterior": posterior, "other_bound": bound}

@@ -44,6 +44,9 @@ def normalise(text: str) -> str:
 class StoryTokenizer:
     """A `tokenizers.Tokenizer` with a WordLevel model and a WhitespaceSplit pre-tokenizer."""
 
+    # The special tokens' ids: their order in SPECIAL_TOKENS.
+    pad_id, mask_id, unk_id, bos_id, sep_id, eos_id = range(len(SPECIAL_TOKENS))
+
     def __init__(self, tokenizer: Tokenizer) -> None:
         for i, token in enumerate(SPECIAL_TOKENS):
             if tokenizer.token_to_id(token) != i:
@@ -88,30 +91,6 @@ class StoryTokenizer:
     def words(self) -> list[str]:
         """The ordinary (non-special) words, in id order."""
         return [self._tok.id_to_token(i) for i in range(len(SPECIAL_TOKENS), self.vocab_size)]
-
-    @property
-    def pad_id(self) -> int:
-        return 0
-
-    @property
-    def mask_id(self) -> int:
-        return 1
-
-    @property
-    def unk_id(self) -> int:
-        return 2
-
-    @property
-    def bos_id(self) -> int:
-        return 3
-
-    @property
-    def sep_id(self) -> int:
-        return 4
-
-    @property
-    def eos_id(self) -> int:
-        return 5
 
     # ------------------------------------------------------------------ encoding
 
