@@ -14,10 +14,10 @@ $(BIN)/python:
 	$(PIP) install --quiet --upgrade pip
 
 install-lab: $(BIN)/python
-	$(PIP) install --quiet "$(TORCH)" -e ".[notebooks]"
+	$(PIP) install --quiet "$(TORCH)" -e ".[notebooks,control]"
 
 install-test: $(BIN)/python
-	$(PIP) install --quiet "$(TORCH)" -e ".[notebooks,test,dev]"
+	$(PIP) install --quiet "$(TORCH)" -e ".[notebooks,control,test,dev]"
 
 # Jupyter refuses to run as root without --allow-root (containers, CI machines).
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)

@@ -26,7 +26,8 @@ def _names(requirements: list[str]) -> set[str]:
 def test_binder_requirements_name_every_runtime_and_notebook_dependency():
     tomllib = pytest.importorskip("tomllib")
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    needed = _names(project["dependencies"] + project["optional-dependencies"]["notebooks"])
+    extras = project["optional-dependencies"]
+    needed = _names(project["dependencies"] + extras["notebooks"] + extras["control"])
     listed = _names((ROOT / "binder" / "requirements.txt").read_text().splitlines())
     assert needed <= listed, f"binder/requirements.txt misses {sorted(needed - listed)}"
     assert "torch==2.13.0" in (ROOT / "binder" / "requirements.txt").read_text()

@@ -28,7 +28,7 @@ from rtb_lab.domains.text.sequences import (
 )
 from rtb_lab.domains.text.tokenizer import StoryTokenizer
 from rtb_lab.domains.text.trainer import bind_prior, make_family, make_infilling_trainer
-from rtb_lab.domains.text.training import _fit
+from rtb_lab.fitting import fit_minibatches
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +78,20 @@ def test_prompt_sampling_frequencies_match_the_exact_continuation_probabilities(
         len(ids), -1)), ids).exp()
     assert (frequency - exact).abs().max().item() <= 0.03
     assert exact.sum().item() >= 0.8  # the LM writes the grammar's middles
+
+
+def test_prompting_with_short_texts_in_wide_padded_blocks_writes_the_continuation():
+    # The packed prompt (its blocks' padded widths) can be wider than the longest
+    # prompt's words plus the continuation: story 8 of the held-out split once crashed.
+    tok = StoryTokenizer.from_words(["a", "b", "."])
+    a, b, dot = (tok.encode(w)[0] for w in ("a", "b", "."))
+    torch.manual_seed(0)
+    lm = CausalLM(tok.vocab_size, 32, d_model=16, heads=2, layers=1).eval()
+    begin = torch.tensor([[a, dot] + [tok.pad_id] * 10])
+    end = torch.tensor([[b, dot] + [tok.pad_id] * 10])
+    x = continue_prompt(lm, tok, prompt_blocks(tok, begin, end), 2,
+                        generator=torch.Generator().manual_seed(0))
+    assert x.shape == (1, 2) and bool((x != tok.mask_id).all())
 
 
 def test_shipped_networks_learned_the_grammar_on_held_out_stories(shipped):
@@ -184,5 +198,28 @@ def test_commands_train_save_and_reload_and_ctrl_c_keeps_the_network(tmp_path):
             raise KeyboardInterrupt
         return net(torch.randn(len(index), 2)).square().mean()
 
-    fitted = _fit(net, loss_fn, 10, 100, 4, 1e-2, 0, "test", progress=False)
+    fitted = fit_minibatches(net, loss_fn, 10, 100, 4, 1e-2, 0, "test", progress=False)
     assert fitted.trained_steps == 3
+
+
+def test_a_story_set_averages_each_story_run_over_distinct_held_out_beginnings(shipped):
+    from rtb_lab.domains.text import compare
+    from rtb_lab.domains.text.domain import distinct_beginnings
+    from rtb_lab.domains.text.infilling import StorySet
+
+    text = domains.get("text")
+    chosen = distinct_beginnings(3)
+    beginnings = [tuple(shipped["test"].stories[i].beginning) for i in chosen]
+    assert len(set(beginnings)) == 3 and chosen[0] == 0
+    story_set = text.make_target("oracle-set-2")
+    assert isinstance(story_set, StorySet) and len(story_set.problems) == 2
+    averaged, x = compare.run_method("prior", story_set, compare.FAST_BUDGET, seed=1)
+    singles = [compare.run_method("prior", problem, compare.FAST_BUDGET, seed=1)[0]
+               for problem in story_set.problems]
+    for name in ("tv", "oracle_log_r", "bleu4"):
+        assert averaged[name] == pytest.approx((singles[0][name] + singles[1][name]) / 2)
+    assert x.shape == (compare.FINAL_SAMPLES, 7)
+    with pytest.raises(KeyError, match="1 to 56 stories"):
+        text.make_target("heldout-set-57")
+    with pytest.raises(ValueError, match="comparison target"):
+        text.make_trainer(story_set)

@@ -60,15 +60,17 @@ class GuidedEps(nn.Module):
 
     Args:
         prior: the prior noise network ``eps(x, t)`` at training times t.
-        log_reward: ``log_r(x [B, C, H, W]) -> [B]``, differentiable.
+        log_reward: ``log_r(x [B, C, H, W]) -> [B]``, differentiable; with
+            ``conditional=True``, ``log_r(x, cond)`` (e.g. a Q-function of the state).
         alphas_cumprod: [N_train] of the prior's training schedule.
         scale: guidance strength zeta.
     """
 
-    def __init__(self, prior: nn.Module, log_reward: Callable[[Tensor], Tensor],
-                 alphas_cumprod: Tensor, scale: float = 1.0) -> None:
+    def __init__(self, prior: nn.Module, log_reward: Callable[..., Tensor],
+                 alphas_cumprod: Tensor, scale: float = 1.0, *, conditional: bool = False) -> None:
         super().__init__()
         self.prior, self.log_reward, self.scale = prior, log_reward, scale
+        self.conditional = conditional
         self.register_buffer("alphas_cumprod", alphas_cumprod.float())
 
     def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
@@ -77,5 +79,6 @@ class GuidedEps(nn.Module):
             x = x.detach().requires_grad_(True)
             eps = self.prior(x, t, cond)
             x0 = ((x - (1 - abar).sqrt() * eps) / abar.sqrt()).clamp(-1, 1)
-            (grad,) = torch.autograd.grad(self.log_reward(x0).sum(), x)
+            log_r = self.log_reward(x0, cond) if self.conditional else self.log_reward(x0)
+            (grad,) = torch.autograd.grad(log_r.sum(), x)
         return eps.detach() - self.scale * (1 - abar).sqrt() * grad

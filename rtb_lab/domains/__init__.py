@@ -14,7 +14,8 @@ __all__ = ["get", "names", "register", "unregister"]
 
 # name -> "module:attribute" of the Domain object, imported on first use.
 _BUILTIN = {"toy2d": "rtb_lab.domains.toy2d:DOMAIN", "mnist": "rtb_lab.domains.mnist:DOMAIN",
-            "cifar10": "rtb_lab.domains.cifar10:DOMAIN", "text": "rtb_lab.domains.text:DOMAIN"}
+            "cifar10": "rtb_lab.domains.cifar10:DOMAIN", "text": "rtb_lab.domains.text:DOMAIN",
+            "control": "rtb_lab.domains.control:DOMAIN"}
 _LOADED: dict[str, Domain] = {}
 
 

@@ -23,12 +23,13 @@ from dataclasses import replace
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from rtb_lab.compare import EvalCounter, train_within
 from rtb_lab.diffusion import sample_trajectories
 from rtb_lab.domain import MethodRunner
 from rtb_lab.domains.text import io
-from rtb_lab.domains.text.infilling import BoundContext, InfillingProblem, binned_tv
+from rtb_lab.domains.text.infilling import BoundContext, InfillingProblem, StorySet, binned_tv
 from rtb_lab.domains.text.metrics import bleu4, distinct_n, gleu, self_bleu
 from rtb_lab.domains.text.sequences import continue_prompt, prompt_blocks
 from rtb_lab.domains.text.trainer import (
@@ -139,10 +140,17 @@ def _exact_truth(problem: InfillingProblem, prior) -> dict:
     return _TRUTHS[key]
 
 
-def run_method(method: str, problem: InfillingProblem, budget: int, seed: int
+def run_method(method: str, problem: InfillingProblem | StorySet, budget: int, seed: int
                ) -> tuple[dict[str, float], Tensor]:
     """One method on one story: (metrics, its middles [N, L]); BLEU against
-    ``problem.reference`` when the story has one."""
+    ``problem.reference`` when the story has one. On a `StorySet`, the method runs on
+    every story (same seed, `budget` each): metrics are the mean over stories ("evals"
+    and "seconds" too, per story), the middles those of the first story."""
+    if isinstance(problem, StorySet):
+        runs = [run_method(method, story, budget, seed)
+                for story in tqdm(problem.problems, desc=method, leave=False)]
+        return {name: sum(metrics[name] for metrics, _ in runs) / len(runs)
+                for name in runs[0][0]}, runs[0][1]
     torch.manual_seed(seed)
     nets = {"prior": io.load_denoiser(), "lm": io.load_lm(),
             "infiller": io.load_denoiser(asset=io.INFILLER_ASSET)}  # fresh: counted per run

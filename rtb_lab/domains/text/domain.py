@@ -12,27 +12,47 @@ from torch import nn
 from rtb_lab.domain import Command, MethodRunner
 from rtb_lab.domains.text import commands, compare, io
 from rtb_lab.domains.text.grammar import MAX_MIDDLE_TOKENS, StoryGrammar
-from rtb_lab.domains.text.infilling import InfillingProblem
+from rtb_lab.domains.text.infilling import InfillingProblem, StorySet
 from rtb_lab.domains.text.trainer import INFILL_CONFIG, make_family, make_infilling_trainer
 from rtb_lab.train import RTBTrainer, TrainConfig
 
 TARGET_HELP = ("heldout-N (the N-th held-out generated story, 0-499, rewarded by the LM's "
-               "p(ending | beginning, middle)) or oracle-N (the same story, rewarded by the "
-               "grammar's exact p(ending | beginning, middle))")
+               "p(ending | beginning, middle)), oracle-N (the same story, rewarded by the "
+               "grammar's exact p(ending | beginning, middle)), or heldout-set-K / "
+               "oracle-set-K (K held-out stories with distinct beginnings, 1-56, metrics "
+               "averaged over them)")
 
 
-def story_problem(name: str, beta: float = 1.0) -> InfillingProblem:
-    """The target called `name` (see TARGET_HELP); KeyError naming the valid forms."""
-    found = re.fullmatch(r"(heldout|oracle)-(\d+)", name)
-    _, test = io.corpus()
-    if found is None or int(found.group(2)) >= len(test):
-        raise KeyError(f"unknown text target {name!r}; use {TARGET_HELP}")
-    story = test.stories[int(found.group(2))]
-    reward = "lm" if found.group(1) == "heldout" else "oracle"
+def _story(story, reward: str, beta: float) -> InfillingProblem:
     return InfillingProblem(io.load_tokenizer(), " ".join(story.beginning), story.ending,
                             lm=io.load_lm() if reward == "lm" else None,
                             grammar=StoryGrammar.default(), beta=beta, reward=reward,
                             reference=story.middle)
+
+
+def distinct_beginnings(k: int) -> list[int]:
+    """Indices of the first held-out story of each of the first k distinct beginnings."""
+    _, test = io.corpus()
+    first: dict[tuple[str, ...], int] = {}
+    for index, story in enumerate(test.stories):
+        first.setdefault(tuple(story.beginning), index)
+    if not 1 <= k <= len(first):
+        raise KeyError(f"a story set has 1 to {len(first)} stories (the held-out split's "
+                       f"distinct beginnings), got {k}")
+    return list(first.values())[:k]
+
+
+def story_problem(name: str, beta: float = 1.0) -> InfillingProblem | StorySet:
+    """The target called `name` (see TARGET_HELP); KeyError naming the valid forms."""
+    found = re.fullmatch(r"(heldout|oracle)-(set-)?(\d+)", name)
+    _, test = io.corpus()
+    if found is None or (not found.group(2) and int(found.group(3)) >= len(test)):
+        raise KeyError(f"unknown text target {name!r}; use {TARGET_HELP}")
+    reward, number = ("lm" if found.group(1) == "heldout" else "oracle"), int(found.group(3))
+    if found.group(2):
+        return StorySet(tuple(_story(test.stories[i], reward, beta)
+                              for i in distinct_beginnings(number)))
+    return _story(test.stories[number], reward, beta)
 
 
 class TextDomain:
@@ -57,7 +77,7 @@ class TextDomain:
     def load_prior(self, path: str | Path | None = None, device: Any = "cpu") -> nn.Module:
         return io.load_denoiser(path, device=device)
 
-    def make_target(self, name: str, beta: float = 1.0) -> InfillingProblem:
+    def make_target(self, name: str, beta: float = 1.0) -> InfillingProblem | StorySet:
         return story_problem(name, beta)
 
     def train_config(self, fast: bool = False) -> TrainConfig:
@@ -66,6 +86,9 @@ class TextDomain:
     def make_trainer(self, target: InfillingProblem, config: TrainConfig | None = None, *,
                      prior: nn.Module | None = None,
                      out_dir: str | Path | None = None) -> RTBTrainer:
+        if isinstance(target, StorySet):
+            raise ValueError("a story set (heldout-set-K) is a comparison target; fine-tune "
+                             "one story instead (heldout-N or oracle-N)")
         config = replace(config or INFILL_CONFIG, beta=target.beta)
         return make_infilling_trainer(target, prior if prior is not None
                                       else io.load_denoiser(), config, out_dir=out_dir)

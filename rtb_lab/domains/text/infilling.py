@@ -164,6 +164,18 @@ class InfillingProblem:
                 "posterior": posterior, "other_bound": bound}
 
 
+@dataclass(frozen=True)
+class StorySet:
+    """Several infilling problems compared as one target: each method runs on every story
+    with the same seed and budget (per story), and the metrics are averaged over stories."""
+
+    problems: tuple[InfillingProblem, ...]
+
+    def __post_init__(self) -> None:
+        if not self.problems:
+            raise ValueError("a story set needs at least one story")
+
+
 def binned_tv(probs: Tensor, truth: Tensor) -> float:
     """TV between two distributions over the same bins (candidates + 'other')."""
     return 0.5 * float((probs - truth).abs().sum())

@@ -84,7 +84,8 @@ def continue_prompt(lm: CausalLM, tok: StoryTokenizer, prompt_blocks: list[Tenso
     prompt, _ = pack(prompt_blocks, [PROMPT] * len(prompt_blocks), tok.pad_id)
     n = prompt.shape[0]
     ends = (prompt != tok.pad_id).sum(1)  # where each row's next token goes
-    width = int(ends.max()) + length
+    # room for the longest prompt's continuation, and at least the packed prompt's width
+    width = max(prompt.shape[1], int(ends.max()) + length)
     tokens = torch.full((n, width), tok.pad_id, dtype=torch.long)
     tokens[:, :prompt.shape[1]] = prompt
     out = torch.full((n, length), tok.pad_id, dtype=torch.long)

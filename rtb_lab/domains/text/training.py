@@ -7,18 +7,14 @@ Ctrl-C (KeyboardInterrupt) stops a run and returns the network trained so far, w
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from rtb_lab.domains.text.data import EncodedStories
 from rtb_lab.domains.text.models import CausalLM, MaskedDenoiser
 from rtb_lab.domains.text.sequences import lm_loss
 from rtb_lab.domains.text.tokenizer import StoryTokenizer
-from rtb_lab.rtb import freeze
+from rtb_lab.fitting import fit_minibatches
 
 CONTEXTS = ("beginning", "both")
 
@@ -57,36 +53,6 @@ def masked_lm_loss(net: MaskedDenoiser, middle: Tensor, context: Tensor, mask_id
     return (loss * masked.flatten()).sum() / masked.sum()
 
 
-def _fit(model: nn.Module, loss_fn: Callable[[Tensor, torch.Generator], Tensor], n: int,
-         steps: int, batch_size: int, lr: float, seed: int, what: str,
-         progress: bool) -> nn.Module:
-    """AdamW with a cosine learning rate over `steps` minibatches of `n` examples."""
-    generator = torch.Generator().manual_seed(seed)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s / steps, 1))))
-    model.train()
-    model.trained_steps = 0
-    bar = tqdm(range(steps), desc=what, disable=not progress)
-    try:
-        for step in bar:
-            index = torch.randint(n, (batch_size,), generator=generator)
-            loss = loss_fn(index, generator)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimiser.step()
-            schedule.step()
-            model.trained_steps = step + 1
-            if step % 50 == 0:
-                bar.set_postfix(loss=f"{loss.item():.3f}")
-    except KeyboardInterrupt:
-        print(f"{what}: interrupted after {model.trained_steps} steps; keeping what was trained")
-    finally:
-        bar.close()
-    return freeze(model.eval())
-
-
 def train_denoiser(data: EncodedStories, tok: StoryTokenizer, *, context: str = "beginning",
                    steps: int = 4000, batch_size: int = 128, lr: float = 1e-3,
                    d_model: int = 128, layers: int = 3, seed: int = 0,
@@ -104,7 +70,7 @@ def train_denoiser(data: EncodedStories, tok: StoryTokenizer, *, context: str = 
     def loss_fn(index: Tensor, generator: torch.Generator) -> Tensor:
         return masked_lm_loss(net, data.middle[index], rows[index], tok.mask_id, generator)
 
-    return _fit(net, loss_fn, len(data), steps, batch_size, lr, seed,
+    return fit_minibatches(net, loss_fn, len(data), steps, batch_size, lr, seed,
                 f"denoiser ({context})", progress)
 
 
@@ -119,7 +85,8 @@ def train_lm(data: EncodedStories, tok: StoryTokenizer, *, steps: int = 4000,
     def loss_fn(index: Tensor, generator: torch.Generator) -> Tensor:
         return lm_loss(lm, tok, data.beginning[index], data.middle[index], data.ending[index])
 
-    return _fit(lm, loss_fn, len(data), steps, batch_size, lr, seed, "reward LM", progress)
+    return fit_minibatches(lm, loss_fn, len(data), steps, batch_size, lr, seed, "reward LM",
+                           progress)
 
 
 @torch.no_grad()
