@@ -27,12 +27,9 @@ from rtb_lab.domains.control.policy import (  # noqa: E402
     sample_actions,
 )
 from rtb_lab.domains.control.rollout import rollout  # noqa: E402
+from rtb_lab.viz.control import pendulum_state  # noqa: E402
 
 EDGES = torch.linspace(-1, 1, 21)
-
-
-def pendulum_state(theta: float, velocity: float) -> torch.Tensor:
-    return torch.tensor([math.cos(theta), math.sin(theta), velocity])
 
 
 # Hanging at rest, swinging through the horizontal, close to the top: states the medium
